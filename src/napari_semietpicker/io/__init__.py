@@ -1,0 +1,1 @@
+"""Reading and writing tomograms and picks; no Qt, no napari."""

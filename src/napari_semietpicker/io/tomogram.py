@@ -1,0 +1,147 @@
+"""Tomograms: MRC/REC/MAP through mrcfile, memory-mapped, at their true voxel size.
+
+Arrays are indexed (z, y, x) with voxel centres at integer indices; positions in
+Angstrom are ``index * voxel_size`` from the volume corner (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from .atomic import atomic_path
+
+MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
+#: mrcfile modes we read: int8, int16, float32, uint16, float16.
+SUPPORTED_MODES = {0, 1, 2, 6, 12}
+MIN_SIDE = 8
+
+
+@dataclass
+class Tomogram:
+    """A volume (z, y, x) with its voxel size in Angstrom and a name (the file stem)."""
+
+    data: np.ndarray
+    voxel_size: float
+    name: str
+    origin_A: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def extent_A(self) -> np.ndarray:
+        """Largest valid position (z, y, x) in Angstrom."""
+        return (np.asarray(self.shape) - 1) * self.voxel_size
+
+
+def read_tomogram(path: str | Path, voxel_size: float | None = None) -> Tomogram:
+    """Open an MRC-family file lazily (memory map) and check it is a usable 3D volume.
+
+    ``voxel_size`` overrides the header (needed when the header says 0). Non-default axis
+    orders (mapc/mapr/maps) are transposed back to (z, y, x); anisotropic voxels and
+    complex or 4-bit modes are refused with a message naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such tomogram file")
+    try:
+        mrc = mrcfile.mmap(path, mode="r", permissive=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable MRC file ({err})") from err
+    # Closing drops mrcfile's reference only; the memory map stays valid for our array.
+    with mrc:
+        header = mrc.header
+        mode = int(header.mode)
+        if mode not in SUPPORTED_MODES:
+            raise ValueError(
+                f"{path}: MRC mode {mode} is not supported (use int8, int16, uint16, float16 "
+                "or float32)"
+            )
+        data = mrc.data
+        if data is None or data.ndim != 3:
+            raise ValueError(f"{path}: expected a 3D volume, got shape {getattr(data, 'shape', None)}")
+        axis_order = (int(header.mapc), int(header.mapr), int(header.maps))
+        data = _to_zyx(data, axis_order, path)
+        if min(data.shape) < MIN_SIDE:
+            raise ValueError(f"{path}: volume {data.shape} is too small (each side >= {MIN_SIDE})")
+        header_size = _header_voxel_size(mrc, axis_order, path)
+        origin = header.origin
+        origin_A = (float(origin.z), float(origin.y), float(origin.x))
+    if voxel_size is None:
+        if header_size is None:
+            raise ValueError(
+                f"{path}: the header has no voxel size; give it explicitly (--voxel-size)"
+            )
+        voxel_size = header_size
+    if not (np.isfinite(voxel_size) and voxel_size > 0):
+        raise ValueError(f"{path}: voxel size must be a positive number, got {voxel_size}")
+    return Tomogram(data=data, voxel_size=float(voxel_size), name=tomogram_name(path),
+                    origin_A=origin_A)
+
+
+def tomogram_name(path: str | Path) -> str:
+    """The name that ties a tomogram to its picks: the file stem (CZII ``experiment``)."""
+    name = Path(path).name
+    for suffix in (".zarr", *MRC_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def _to_zyx(data: np.ndarray, axis_order: tuple[int, int, int], path: Path) -> np.ndarray:
+    """Transpose data stored as (maps, mapr, mapc) into (z, y, x) without copying."""
+    if sorted(axis_order) != [1, 2, 3]:
+        raise ValueError(f"{path}: invalid axis order mapc/mapr/maps = {axis_order}")
+    stored = (axis_order[2], axis_order[1], axis_order[0])  # axes of data dims 0, 1, 2
+    return np.transpose(data, [stored.index(axis) for axis in (3, 2, 1)])
+
+
+def _header_voxel_size(mrc, axis_order: tuple[int, int, int], path: Path) -> float | None:
+    sizes = np.array([mrc.voxel_size.x, mrc.voxel_size.y, mrc.voxel_size.z], dtype=float)
+    if not np.all(np.isfinite(sizes)) or np.all(sizes == 0):
+        return None
+    if np.any(sizes <= 0) or sizes.max() - sizes.min() > 1e-3 * sizes.max():
+        raise ValueError(
+            f"{path}: anisotropic or invalid voxel size {tuple(sizes)} A; "
+            "resample to isotropic voxels first"
+        )
+    return float(sizes[0])
+
+
+def write_tomogram(path: str | Path, data: np.ndarray, voxel_size: float) -> None:
+    """Write a (z, y, x) volume as float32 MRC (or int8/int16 as given) atomically."""
+    data = np.asarray(data)
+    if data.dtype not in (np.int8, np.int16, np.uint16, np.float16):
+        data = data.astype(np.float32, copy=False)
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(data))
+            mrc.voxel_size = float(voxel_size)
+
+
+def normalize(volume: np.ndarray, name: str = "volume", sample_step: int = 4) -> np.ndarray:
+    """Return a float32 copy with zero mean and unit variance, robust to outliers.
+
+    Statistics come from a strided subsample (fast on memory maps); values are clipped
+    to +-5 standard deviations so that gold beads and edges do not dominate. NaN or
+    infinite voxels are refused: they would poison every window that touches them.
+    """
+    sample = np.asarray(volume[::sample_step, ::sample_step, ::sample_step], dtype=np.float64)
+    if not np.all(np.isfinite(sample)) or not np.all(np.isfinite(volume)):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    lo, hi = np.percentile(sample, [0.1, 99.9])
+    clipped = np.clip(sample, lo, hi)
+    mean, std = clipped.mean(), clipped.std()
+    if not std > 0:
+        raise ValueError(f"{name}: constant volume (no contrast to pick from)")
+    out = np.asarray(volume, dtype=np.float32).copy() if volume.dtype == np.float32 else \
+        np.asarray(volume, dtype=np.float32)
+    out -= np.float32(mean)
+    out /= np.float32(std)
+    np.clip(out, -5.0, 5.0, out=out)
+    return out
