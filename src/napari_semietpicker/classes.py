@@ -27,9 +27,11 @@ class ParticleClass:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"particle class needs a non-empty name, got {self.name!r}")
         if not self.radius_A > 0:
-            raise ValueError(f"particle class {self.name!r}: radius must be > 0 A, got {self.radius_A}")
+            raise ValueError(
+                f"particle class {self.name!r}: radius must be > 0 A, got {self.radius_A}")
         if self.weight < 0:
-            raise ValueError(f"particle class {self.name!r}: weight must be >= 0, got {self.weight}")
+            raise ValueError(
+                f"particle class {self.name!r}: weight must be >= 0, got {self.weight}")
 
 
 PRESETS: dict[str, tuple[ParticleClass, ...]] = {

@@ -64,7 +64,8 @@ def read_tomogram(path: str | Path, voxel_size: float | None = None) -> Tomogram
             )
         data = mrc.data
         if data is None or data.ndim != 3:
-            raise ValueError(f"{path}: expected a 3D volume, got shape {getattr(data, 'shape', None)}")
+            shape = getattr(data, "shape", None)
+            raise ValueError(f"{path}: expected a 3D volume, got shape {shape}")
         axis_order = (int(header.mapc), int(header.mapr), int(header.maps))
         data = _to_zyx(data, axis_order, path)
         if min(data.shape) < MIN_SIDE:

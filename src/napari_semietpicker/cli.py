@@ -1,0 +1,260 @@
+"""The ``semietpicker`` command: simulate | train | predict | evaluate | demo.
+
+A thin layer over the Qt-free core: argument parsing, progress bars and messages.
+Errors in the user's input end with one clear line (file and problem), not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("semietpicker")
+
+
+def _expand(patterns: Sequence[str]) -> list[Path]:
+    """Files from paths or glob patterns, in a stable order; a pattern matching nothing errs."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise ValueError(f"{pattern}: no files match")
+        paths += [Path(m) for m in matches]
+    return paths
+
+
+def _read_tomograms(paths: Sequence[Path], voxel_size: float | None):
+    from .io.tomogram import read_tomogram
+
+    return [read_tomogram(p, voxel_size) for p in paths]
+
+
+# -- simulate --------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .classes import load_classes
+    from .simulate import simulate_dataset
+
+    picks = simulate_dataset(args.out, n=args.n, shape=tuple(args.shape),
+                             voxel_size=args.voxel_size, snr=args.snr, seed=args.seed,
+                             classes=load_classes(args.classes))
+    counts = picks.groupby("particle_type").size().to_dict()
+    print(f"wrote {args.n} tomogram(s) to {Path(args.out) / 'tomograms'} and "
+          f"{len(picks)} picks to {Path(args.out) / 'picks.csv'}: {counts}")
+    return 0
+
+
+# -- train -----------------------------------------------------------------------------
+MODES = {  # ablation switches of the paper's Table 3
+    "supervised": dict(cotrain=False),
+    "mean-teacher": dict(cotrain=True, multi_view=False, dropblock=False),
+    "multi-view": dict(cotrain=True, multi_view=True, dropblock=False),
+    "full": dict(cotrain=True, multi_view=True, dropblock=True),
+}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .classes import load_classes
+    from .data import prepare_volume
+    from .io.picks import read_picks_csv
+    from .train import TrainConfig, Trainer
+
+    classes = load_classes(args.classes)
+    picks = read_picks_csv(args.picks)
+    labelled = [prepare_volume(t, picks, classes)
+                for t in _read_tomograms(_expand(args.tomograms), args.voxel_size)]
+    unlabelled = [prepare_volume(t)
+                  for t in _read_tomograms(_expand(args.unlabeled), args.voxel_size)]
+    mode = MODES[args.mode]
+    cotrain_steps = args.cotrain_steps if mode["cotrain"] else 0
+    if args.mode != "supervised" and not unlabelled:
+        log.warning("no --unlabeled tomograms: training supervised only")
+    config = TrainConfig(
+        steps=args.steps, cotrain_steps=cotrain_steps, batch_size=args.batch_size,
+        crop=args.crop, lr=args.lr, preset=args.preset, seed=args.seed, device=args.device,
+        checkpoint_every=args.checkpoint_every, ema_alpha=args.ema_alpha,
+        unlabelled_weight=args.unlabeled_weight,
+        multi_view=mode.get("multi_view", True), dropblock=mode.get("dropblock", True))
+    trainer = Trainer(config, classes, labelled, args.out, unlabelled, resume=args.resume)
+    interrupted = []
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save, stop
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        print("\nstopping after this step (Ctrl-C again to abort without saving)",
+              file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc="train", unit="step",
+               disable=args.quiet)
+
+    def on_progress(p) -> None:
+        bar.update(p.step - bar.n)
+        extra = {} if p.loss_unlabelled is None else {"loss_u": f"{p.loss_unlabelled:.4f}"}
+        bar.set_postfix(phase=p.phase, loss=f"{p.loss:.4f}", **extra)
+
+    try:
+        result = trainer.run(on_progress, should_stop=lambda: bool(interrupted))
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    print(f"{result.reason} after {result.steps_done} steps; model saved in {args.out}")
+    return 0 if not result.reason.startswith("diverged") else 1
+
+
+# -- predict ---------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .checkpoint import load_model
+    from .io.picks import write_picks_csv
+    from .io.tomogram import write_tomogram
+    from .predict import PredictConfig, pick_tomogram
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    model, card = load_model(args.model, device)
+    config = PredictConfig(window=args.window, overlap=args.overlap, tta=args.tta,
+                           batch_size=args.batch_size)
+    thresholds = args.threshold if args.threshold is not None else \
+        {c.name: card.threshold(c.name) for c in card.classes}
+    tables = []
+    for path in _expand(args.tomograms):
+        (tomogram,) = _read_tomograms([path], args.voxel_size)
+        with tqdm(desc=tomogram.name, unit="window", disable=args.quiet) as bar:
+            def on_progress(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+            peaks, heat = pick_tomogram(model, card, tomogram, config, device, on_progress)
+        picks = peaks.at(thresholds)
+        tables.append(picks)
+        print(f"{tomogram.name}: " + ", ".join(
+            f"{c.name} {int((picks['particle_type'] == c.name).sum())}" for c in card.classes))
+        if args.heatmaps:
+            for c, cls in enumerate(card.classes):
+                write_tomogram(Path(args.heatmaps) / f"{tomogram.name}_{cls.name}.mrc",
+                               heat[c].cpu().numpy().astype(np.float32),
+                               card.voxel_size * card.model.output_stride)
+    write_picks_csv(pd.concat(tables, ignore_index=True), args.out, keep_previous=True)
+    print(f"wrote {sum(len(t) for t in tables)} picks to {args.out}")
+    return 0
+
+
+# -- evaluate --------------------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .classes import load_classes
+    from .io.picks import read_picks_csv
+    from .metrics import evaluate
+
+    result = evaluate(read_picks_csv(args.predictions), read_picks_csv(args.truth),
+                      load_classes(args.classes))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    else:
+        print(result.format_table())
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), headless=args.headless, steps=args.steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semietpicker", description="Semi-supervised particle picking in cryo-ET tomograms")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="write synthetic tomograms with known picks")
+    p.add_argument("out", help="output folder (tomograms/<name>.mrc and picks.csv)")
+    p.add_argument("--n", type=int, default=3, help="number of tomograms")
+    p.add_argument("--shape", type=int, nargs=3, default=(64, 128, 128), metavar=("D", "H", "W"))
+    p.add_argument("--voxel-size", type=float, default=10.0, help="Angstrom per voxel")
+    p.add_argument("--snr", type=float, default=None, help="signal-to-noise ratio")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", default="czii", help="preset name or JSON/YAML file")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="train a model on labelled (and unlabelled) tomograms")
+    p.add_argument("--tomograms", nargs="+", required=True, help="labelled tomograms (globs ok)")
+    p.add_argument("--picks", required=True, help="picks CSV (experiment = tomogram file stem)")
+    p.add_argument("--unlabeled", nargs="+", default=[], help="unlabelled tomograms (globs ok)")
+    p.add_argument("--classes", default="czii", help="preset name or JSON/YAML file")
+    p.add_argument("--out", required=True, help="model directory")
+    p.add_argument("--mode", choices=list(MODES), default="full",
+                   help="semi-supervised parts to use when --unlabeled is given (ablation)")
+    p.add_argument("--steps", type=int, default=2000, help="burn-in (supervised) steps")
+    p.add_argument("--cotrain-steps", type=int, default=2000, help="co-training steps")
+    p.add_argument("--preset", default="light", help="network preset: light (CPU), paper (GPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--crop", type=int, default=96, help="training crop side (voxels)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ema-alpha", type=float, default=1e-3, help="teacher EMA rate per step")
+    p.add_argument("--unlabeled-weight", type=float, default=1.0, help="w of the consistency loss")
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--voxel-size", type=float, default=None, help="override MRC headers (A)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the model directory")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="pick particles with a trained model")
+    p.add_argument("model", help="model directory")
+    p.add_argument("tomograms", nargs="+", help="tomograms (globs ok)")
+    p.add_argument("--out", required=True, help="picks CSV to write")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold for all classes (default: the model's per class)")
+    p.add_argument("--tta", action="store_true", help="average flips along z, y and x")
+    p.add_argument("--heatmaps", default=None, help="folder for per-class heatmap MRC files")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--window", type=int, default=160, help="sliding window side (voxels)")
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
+    p.add_argument("--voxel-size", type=float, default=None, help="override MRC headers (A)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score picks against reference picks")
+    p.add_argument("predictions")
+    p.add_argument("truth")
+    p.add_argument("--classes", default="czii")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="simulate, train, pick and score; napari if a display")
+    p.add_argument("--out", default="semietpicker-demo", help="working folder")
+    p.add_argument("--headless", action="store_true", help="never open napari")
+    p.add_argument("--steps", type=int, default=300, help="training steps")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``semietpicker`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        if args.verbose:
+            raise
+        print(f"semietpicker {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Training data: labelled and unlabelled volumes, and random crops with their targets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .classes import ParticleClass
+from .heatmap import class_sigmas, input_to_output, render_targets
+from .io.picks import positions_A, select
+from .io.tomogram import Tomogram, normalize
+from .model import SIZE_MULTIPLE
+
+log = logging.getLogger(__name__)
+
+#: Picks may sit this many voxels outside the volume (rounding in other tools) before
+#: they are refused as belonging to another tomogram or another voxel size.
+OUTSIDE_TOLERANCE_VOXELS = 2.0
+
+
+@dataclass
+class Volume:
+    """A normalised volume (z, y, x) ready for the network, with optional labels."""
+
+    name: str
+    data: np.ndarray
+    voxel_size: float
+    positions: np.ndarray | None = None  # (N, 3) input voxel positions; None = unlabelled
+    class_index: np.ndarray | None = None  # (N,)
+
+
+def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
+                   classes: Sequence[ParticleClass] = ()) -> Volume:
+    """Normalise a tomogram and attach its picks (rows whose experiment is its name)."""
+    data = normalize(tomogram.data, name=tomogram.name)
+    if picks is None:
+        return Volume(tomogram.name, data, tomogram.voxel_size)
+    own = select(picks, experiment=tomogram.name)
+    names = [c.name for c in classes]
+    unknown = sorted(set(own["particle_type"]) - set(names))
+    if unknown:
+        raise ValueError(f"picks of {tomogram.name}: unknown class name(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(names)}")
+    positions = positions_A(own) / tomogram.voxel_size
+    limit = np.asarray(tomogram.shape) - 1 + OUTSIDE_TOLERANCE_VOXELS
+    outside = np.any((positions < -OUTSIDE_TOLERANCE_VOXELS) | (positions > limit), axis=1)
+    if outside.any():
+        first = own.iloc[int(np.flatnonzero(outside)[0])]
+        raise ValueError(
+            f"picks of {tomogram.name}: {int(outside.sum())} pick(s) lie outside the volume "
+            f"{tomogram.shape} at {tomogram.voxel_size} A/voxel, e.g. x={first.x}, y={first.y}, "
+            f"z={first.z} A; are the coordinates in Angstrom, for this tomogram?"
+        )
+    class_index = np.array([names.index(n) for n in own["particle_type"]], dtype=int)
+    return Volume(tomogram.name, data, tomogram.voxel_size, positions, class_index)
+
+
+def check_training_set(labelled: Sequence[Volume], classes: Sequence[ParticleClass],
+                       unlabelled: Sequence[Volume] = ()) -> float:
+    """Refuse mixed voxel sizes or an empty label set; warn on classes with no picks.
+
+    Returns the common voxel size.
+    """
+    if not labelled:
+        raise ValueError("training needs at least one labelled tomogram")
+    sizes = {v.name: v.voxel_size for v in [*labelled, *unlabelled]}
+    reference = labelled[0].voxel_size
+    mismatched = [f"{n} ({s} A)" for n, s in sizes.items() if abs(s - reference) > 0.01 * reference]
+    if mismatched:
+        raise ValueError(f"tomograms must share one voxel size ({labelled[0].name}: {reference} "
+                         f"A); these differ: {', '.join(mismatched)}")
+    counts = np.zeros(len(classes), dtype=int)
+    for volume in labelled:
+        counts += np.bincount(volume.class_index, minlength=len(classes))
+    if counts.sum() == 0:
+        raise ValueError("the labelled tomograms have no picks at all: nothing to learn from")
+    for cls, count in zip(classes, counts):
+        if count == 0:
+            log.warning("class %s has no picks in the labelled tomograms: it will learn to "
+                        "predict nothing", cls.name)
+    return reference
+
+
+def crop_shape_for(volumes: Sequence[Volume], crop: int) -> tuple[int, int, int]:
+    """The training crop: ``crop`` per side, shrunk to fit the smallest volume (x32)."""
+    smallest = np.min([v.data.shape for v in volumes], axis=0)
+    shape = tuple(int(min(crop, s // SIZE_MULTIPLE * SIZE_MULTIPLE)) for s in smallest)
+    if min(shape) < SIZE_MULTIPLE:
+        raise ValueError(f"volumes of shape {tuple(smallest)} are too small to train on: each "
+                         f"side needs at least {SIZE_MULTIPLE} voxels")
+    return shape  # type: ignore[return-value]
+
+
+class CropSampler:
+    """Random crops: near a pick with probability ``positive_fraction``, else anywhere.
+
+    Labelled volumes yield (image, target heatmap); unlabelled ones yield images only.
+    All randomness comes from one torch.Generator, so a run can be resumed exactly.
+    """
+
+    def __init__(self, volumes: Sequence[Volume], crop_shape: tuple[int, int, int],
+                 classes: Sequence[ParticleClass], stride: int, generator: torch.Generator,
+                 positive_fraction: float = 0.7) -> None:
+        self.volumes = list(volumes)
+        self.crop_shape = np.asarray(crop_shape)
+        self.stride = stride
+        self.sigmas = class_sigmas(classes, self.volumes[0].voxel_size, stride) if classes else None
+        self.n_classes = len(classes)
+        self.generator = generator
+        self.positive_fraction = positive_fraction
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(0, max(1, high), (), generator=self.generator))
+
+    def _origin(self, volume: Volume) -> np.ndarray:
+        span = np.asarray(volume.data.shape) - self.crop_shape
+        labelled = volume.positions is not None and len(volume.positions)
+        if labelled and torch.rand((), generator=self.generator) < self.positive_fraction:
+            center = volume.positions[self._randint(len(volume.positions))]
+            jitter = (torch.rand(3, generator=self.generator).numpy() - 0.5) * 0.8 * self.crop_shape
+            origin = np.round(center + jitter - self.crop_shape / 2).astype(int)
+            return np.clip(origin, 0, span)
+        return np.array([self._randint(s + 1) for s in span])
+
+    def _target(self, volume: Volume, origin: np.ndarray) -> np.ndarray:
+        out_shape = tuple(int(s) for s in self.crop_shape // self.stride)
+        reach = 3 * self.sigmas.max() * self.stride
+        local = volume.positions - origin
+        near = np.all((local > -reach) & (local < self.crop_shape + reach), axis=1)
+        return render_targets(input_to_output(local[near], self.stride),
+                              volume.class_index[near], out_shape, self.sigmas)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A batch (B, 1, d, h, w) and, for labelled volumes, targets (B, C, d/2, h/2, w/2)."""
+        images, targets = [], []
+        for _ in range(batch_size):
+            volume = self.volumes[self._randint(len(self.volumes))]
+            origin = self._origin(volume)
+            z, y, x = origin
+            d, h, w = self.crop_shape
+            images.append(np.asarray(volume.data[z:z + d, y:y + h, x:x + w], dtype=np.float32))
+            if volume.positions is not None:
+                targets.append(self._target(volume, origin))
+        image = torch.from_numpy(np.stack(images))[:, None]
+        target = torch.from_numpy(np.stack(targets)) if targets else None
+        return image, target

@@ -1,0 +1,133 @@
+"""Gaussian heatmap targets and max-pool peak finding (the paper's section 2.2).
+
+Heatmaps live on an output grid ``stride`` times coarser than the input; output index
+``i`` covers input voxels around ``(i + 0.5) * stride - 0.5`` (DESIGN.md section 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
+
+from .classes import ParticleClass
+
+
+def output_to_input(index: np.ndarray, stride: int) -> np.ndarray:
+    """Map output-grid positions to input voxel positions."""
+    return (np.asarray(index, dtype=float) + 0.5) * stride - 0.5
+
+
+def input_to_output(position: np.ndarray, stride: int) -> np.ndarray:
+    """Map input voxel positions to (fractional) output-grid positions."""
+    return (np.asarray(position, dtype=float) + 0.5) / stride - 0.5
+
+
+def class_sigmas(classes: Sequence[ParticleClass], voxel_size: float, stride: int) -> np.ndarray:
+    """Gaussian sigma per class in output voxels: half the particle radius."""
+    return np.array([c.radius_A / 2.0 / (voxel_size * stride) for c in classes], dtype=float)
+
+
+def nms_kernels(classes: Sequence[ParticleClass], voxel_size: float, stride: int) -> list[int]:
+    """Max-pool kernel per class: half the radius in output voxels, odd and >= 3."""
+    kernels = []
+    for sigma in class_sigmas(classes, voxel_size, stride):
+        k = max(3, int(round(sigma)))
+        kernels.append(k if k % 2 == 1 else k + 1)
+    return kernels
+
+
+def render_targets(
+    centers: np.ndarray,
+    class_index: np.ndarray,
+    shape: tuple[int, int, int],
+    sigmas: np.ndarray,
+) -> np.ndarray:
+    """Heatmap (C, D, H, W) with a unit Gaussian at each centre, max where they overlap.
+
+    ``centers`` are (N, 3) fractional output-grid positions (may lie outside the grid:
+    their tails still count); each Gaussian is evaluated only within 3 sigma.
+    """
+    heat = np.zeros((len(sigmas), *shape), dtype=np.float32)
+    for center, cls in zip(np.asarray(centers, dtype=float).reshape(-1, 3), class_index):
+        sigma = float(sigmas[cls])
+        reach = 3.0 * sigma
+        lo = np.maximum(np.floor(center - reach).astype(int), 0)
+        hi = np.minimum(np.ceil(center + reach).astype(int) + 1, shape)
+        if np.any(hi <= lo):
+            continue
+        axes = [np.arange(lo[a], hi[a]) - center[a] for a in range(3)]
+        g = [np.exp(-(d**2) / (2 * sigma**2)).astype(np.float32) for d in axes]
+        blob = g[0][:, None, None] * g[1][None, :, None] * g[2][None, None, :]
+        region = heat[cls, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        np.maximum(region, blob, out=region)
+    return heat
+
+
+def local_maxima(heat: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Boolean mask of voxels equal to the max of their cubic neighbourhood (D, H, W).
+
+    The cube max is computed as three 1D max-pools (separable, much faster than one
+    3D pool for larger kernels); border voxels see only the inside of the volume.
+    """
+    pad = kernel // 2
+    pooled = heat[None, None]
+    for dim in range(3):
+        size = [1, 1, 1]
+        size[dim] = kernel
+        padding = [0, 0, 0]
+        padding[dim] = pad
+        pooled = F.max_pool3d(pooled, tuple(size), stride=1, padding=tuple(padding))
+    return heat == pooled[0, 0]
+
+
+def refine_subvoxel(heat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Quadratic sub-voxel refinement of peak positions, per axis, clipped to +-0.5."""
+    pos = idx.to(torch.float32)
+    shape = torch.tensor(heat.shape, device=idx.device)
+    center = heat[idx[:, 0], idx[:, 1], idx[:, 2]]
+    for axis in range(3):
+        step = torch.zeros(3, dtype=idx.dtype, device=idx.device)
+        step[axis] = 1
+        lower = torch.minimum(torch.maximum(idx - step, torch.zeros_like(idx)), shape - 1)
+        upper = torch.minimum(idx + step, shape - 1)
+        below = heat[lower[:, 0], lower[:, 1], lower[:, 2]]
+        above = heat[upper[:, 0], upper[:, 1], upper[:, 2]]
+        curvature = below - 2 * center + above
+        safe = curvature < -1e-6
+        offset = torch.where(safe, 0.5 * (below - above) / torch.where(safe, curvature, -1.0), 0.0)
+        pos[:, axis] += offset.clamp(-0.5, 0.5)
+    return pos
+
+
+def find_peaks(heat: torch.Tensor, kernel: int, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Peaks of one class heatmap (D, H, W): local maxima at or above ``floor``.
+
+    Returns fractional output-grid positions (N, 3) and scores (N,), highest first.
+    Runs wherever ``heat`` lives (GPU included); only the peaks come back to the host.
+    """
+    mask = local_maxima(heat, kernel) & (heat >= floor)
+    idx = torch.nonzero(mask)
+    scores = heat[idx[:, 0], idx[:, 1], idx[:, 2]].float()
+    positions = refine_subvoxel(heat.float(), idx)
+    order = torch.argsort(scores, descending=True)
+    positions = positions[order].cpu().numpy().astype(float)
+    scores = scores[order].cpu().numpy().astype(float)
+    keep = _drop_plateau_twins(idx[order].cpu().numpy(), kernel)
+    return positions[keep], scores[keep]
+
+
+def _drop_plateau_twins(idx: np.ndarray, kernel: int) -> np.ndarray:
+    """Indices to keep so that a flat-topped maximum (tied voxels) gives one peak.
+
+    Two local maxima within one kernel of each other must have equal values, so of each
+    such pair the later one (in score order) is dropped.
+    """
+    keep = np.ones(len(idx), dtype=bool)
+    if len(idx) > 1:
+        pairs = cKDTree(idx).query_pairs(kernel // 2, p=np.inf, output_type="ndarray")
+        keep[pairs.max(axis=1)] = False
+    return keep

@@ -1,0 +1,195 @@
+"""Whole-tomogram prediction: sliding windows, Gaussian blending, flips, cached peaks.
+
+The heatmap is accumulated on the output grid (stride 2), on the compute device; peaks
+are found there and only they come back to the host. Candidate peaks above a low
+floor are kept with their scores, so a threshold change is a filter, not a recompute.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import ModelCard
+from .heatmap import find_peaks, nms_kernels, output_to_input
+from .io.picks import empty_picks, picks_from_positions
+from .io.tomogram import Tomogram, normalize
+from .model import SIZE_MULTIPLE
+from .semi import FLIP_VIEWS, predict_views
+
+log = logging.getLogger(__name__)
+
+#: Peaks below this score are never kept: the lowest threshold a user can choose.
+PEAK_FLOOR = 0.05
+
+
+@dataclass
+class PredictConfig:
+    """Sliding-window settings. ``window`` is in input voxels (rounded to a multiple of 32)."""
+
+    window: int = 160
+    overlap: float = 0.25
+    tta: bool = False
+    batch_size: int = 1
+    amp: bool = True
+
+
+def window_starts(length: int, window: int, overlap: float) -> list[int]:
+    """Window start positions covering ``[0, length)`` with at least ``overlap``."""
+    if length <= window:
+        return [0]
+    step = max(1, int(window * (1 - overlap)))
+    starts = list(range(0, length - window, step))
+    return [*starts, length - window]
+
+
+def gaussian_weights(shape: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Blending weights, highest at a window's centre (sigma = 1/8 side, as nnU-Net)."""
+    axes = []
+    for n in shape:
+        x = torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2
+        axes.append(torch.exp(-(x**2) / (2 * (n / 8) ** 2)))
+    w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    return (w / w.max()).clamp_min(1e-3)
+
+
+def _windows(shape: Sequence[int], window: Sequence[int], overlap: float
+             ) -> Iterator[tuple[int, int, int]]:
+    for z in window_starts(shape[0], window[0], overlap):
+        for y in window_starts(shape[1], window[1], overlap):
+            for x in window_starts(shape[2], window[2], overlap):
+                yield z, y, x
+
+
+@torch.no_grad()
+def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
+                     config: PredictConfig | None = None,
+                     device: torch.device | str = "cpu",
+                     on_progress: Callable[[int, int], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Heatmaps (C, ceil(D/2), ceil(H/2), ceil(W/2)) of a normalised volume (z, y, x).
+
+    Windows stream from the host volume to the device one batch at a time; the volume is
+    padded (reflect) to a multiple of 32 where it is smaller than a window.
+    """
+    config = config or PredictConfig()
+    device = torch.device(device)
+    stride = model.config.output_stride
+    volume = torch.as_tensor(np.asarray(volume, dtype=np.float32)) \
+        if not isinstance(volume, torch.Tensor) else volume.float()
+    shape = np.array(volume.shape)
+    padded = np.maximum(shape, SIZE_MULTIPLE)
+    padded = -(-padded // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    win = np.minimum(max(SIZE_MULTIPLE, config.window // SIZE_MULTIPLE * SIZE_MULTIPLE), padded)
+    if np.any(padded != shape):
+        pad = [(0, int(p - s)) for p, s in zip(padded, shape)]
+        volume = torch.from_numpy(np.pad(volume.numpy(), pad, mode="reflect"))
+    out_shape = tuple(int(s) for s in padded // stride)
+    out_win = tuple(int(s) for s in win // stride)
+    heat = torch.zeros((model.config.n_classes, *out_shape), dtype=torch.float32, device=device)
+    weight_sum = torch.zeros(out_shape, dtype=torch.float32, device=device)
+    weights = gaussian_weights(out_win, device)
+    views = FLIP_VIEWS if config.tta else ((),)
+    starts = list(_windows(padded, win, config.overlap))
+    model.eval()
+    use_amp = config.amp and device.type == "cuda"
+    for first in range(0, len(starts), config.batch_size):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("prediction stopped")
+        batch_starts = starts[first:first + config.batch_size]
+        batch = torch.stack([volume[z:z + win[0], y:y + win[1], x:x + win[2]]
+                             for z, y, x in batch_starts])[:, None]
+        batch = batch.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = predict_views(model, batch, views)
+        for (z, y, x), pred in zip(batch_starts, out):
+            oz, oy, ox = z // stride, y // stride, x // stride
+            region = (slice(oz, oz + out_win[0]), slice(oy, oy + out_win[1]),
+                      slice(ox, ox + out_win[2]))
+            heat[(slice(None), *region)] += pred * weights
+            weight_sum[region] += weights
+        if on_progress is not None:
+            on_progress(min(first + config.batch_size, len(starts)), len(starts))
+    heat /= weight_sum
+    keep = tuple(slice(0, int(-(-s // stride))) for s in shape)
+    return heat[(slice(None), *keep)]
+
+
+@dataclass
+class PeakCache:
+    """All candidate peaks of one tomogram with scores: thresholds filter them at once."""
+
+    tomogram: str
+    picks: pd.DataFrame  # experiment, particle_type, x, y, z (Angstrom), score
+
+    def at(self, thresholds: float | dict[str, float]) -> pd.DataFrame:
+        """Picks whose score reaches the threshold of their class (or one for all)."""
+        if isinstance(thresholds, dict):
+            limit = self.picks["particle_type"].map(thresholds).fillna(np.inf).to_numpy()
+        else:
+            limit = float(thresholds)
+        return self.picks[self.picks["score"].to_numpy() >= limit].reset_index(drop=True)
+
+
+def peaks_from_heatmaps(heat: torch.Tensor, card: ModelCard, tomogram: str,
+                        voxel_size: float | None = None, floor: float = PEAK_FLOOR,
+                        volume_shape: Sequence[int] | None = None) -> PeakCache:
+    """Max-pool NMS per class on the heatmaps, mapped to Angstrom positions.
+
+    ``voxel_size`` is the size of the voxels the heatmap was computed on (the model's).
+    """
+    voxel_size = card.voxel_size if voxel_size is None else voxel_size
+    stride = card.model.output_stride
+    kernels = nms_kernels(card.classes, voxel_size, stride)
+    tables = []
+    for c, cls in enumerate(card.classes):
+        positions, scores = find_peaks(heat[c], kernels[c], floor)
+        zyx = output_to_input(positions, stride)
+        if volume_shape is not None:
+            zyx = np.clip(zyx, 0, np.asarray(volume_shape) - 1)
+        if len(zyx):
+            tables.append(picks_from_positions(zyx * voxel_size, tomogram, cls.name, scores))
+    if not tables:
+        table = empty_picks()
+        table["score"] = pd.Series(dtype=float)
+    else:
+        table = pd.concat(tables, ignore_index=True)
+    return PeakCache(tomogram, table)
+
+
+def rescale_to_model(volume: np.ndarray, voxel_size: float, model_voxel_size: float,
+                     name: str) -> np.ndarray:
+    """Resample a normalised volume to the model's voxel size (trilinear) when they differ."""
+    ratio = voxel_size / model_voxel_size
+    if abs(ratio - 1) <= 0.02:
+        return volume
+    log.warning("%s: voxel size %.3g A differs from the model's %.3g A; resampling the tomogram",
+                name, voxel_size, model_voxel_size)
+    new_shape = [max(SIZE_MULTIPLE, int(round(s * ratio))) for s in volume.shape]
+    resized = F.interpolate(torch.from_numpy(volume)[None, None], size=new_shape,
+                            mode="trilinear", align_corners=False)
+    return resized[0, 0].numpy()
+
+
+def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
+                  config: PredictConfig | None = None, device: torch.device | str = "cpu",
+                  on_progress: Callable[[int, int], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None
+                  ) -> tuple[PeakCache, torch.Tensor]:
+    """Normalise, resample to the model's voxel size if needed, predict, find peaks.
+
+    Returns the peak cache (positions in Angstrom of the tomogram's own frame) and the
+    heatmaps on the model's output grid.
+    """
+    volume = normalize(tomogram.data, name=tomogram.name)
+    volume = rescale_to_model(volume, tomogram.voxel_size, card.voxel_size, tomogram.name)
+    heat = predict_heatmaps(model, volume, config, device, on_progress, should_stop)
+    peaks = peaks_from_heatmaps(heat, card, tomogram.name, card.voxel_size,
+                                volume_shape=volume.shape)
+    return peaks, heat

@@ -1,0 +1,40 @@
+"""Semi-supervised pieces: the EMA teacher and multi-view pseudo-labels (paper 2.3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: The weak views of the teacher: the crop itself and its flips along z, y and x.
+FLIP_VIEWS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
+    """theta_t <- (1 - alpha) theta_t + alpha theta_s, for weights and BN statistics.
+
+    Integer buffers (BatchNorm's batch counter) are copied from the student.
+    """
+    student_state = student.state_dict()
+    for name, value in teacher.state_dict().items():
+        source = student_state[name]
+        if value.dtype.is_floating_point:
+            value.mul_(1.0 - alpha).add_(source.detach(), alpha=alpha)
+        else:
+            value.copy_(source)
+
+
+@torch.no_grad()
+def predict_views(model: nn.Module, image: torch.Tensor,
+                  views: tuple[tuple[int, ...], ...] = FLIP_VIEWS) -> torch.Tensor:
+    """Average of the model's outputs over flipped views, each flipped back first.
+
+    With ``views=((),)`` this is a plain forward pass. Flips are exact on the stride-2
+    output because crop sides are even (see ``augment.random_flip_rot``).
+    """
+    total = None
+    for dims in views:
+        out = model(image.flip(dims) if dims else image)
+        out = out.flip(dims) if dims else out
+        total = out.float() if total is None else total + out.float()
+    return total / len(views)

@@ -1,0 +1,234 @@
+"""Burn-in and co-training loops (paper sections 2.2-2.3), Qt-free.
+
+Progress goes through a callback and a stop flag is checked every step, so the CLI
+(tqdm, Ctrl-C) and the napari worker (progress bar, Stop button) share this code.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .augment import random_flip_rot, random_intensity, strong_augment
+from .checkpoint import ModelCard, load_model, load_trainer_state, save_model, save_trainer_state
+from .classes import ParticleClass
+from .data import CropSampler, Volume, check_training_set, crop_shape_for
+from .losses import reweighted_mse
+from .model import ModelConfig, build_model
+from .semi import FLIP_VIEWS, ema_update, predict_views
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. ``cotrain_steps > 0`` with unlabelled data enables co-training."""
+
+    steps: int = 2000
+    cotrain_steps: int = 0
+    batch_size: int = 2
+    crop: int = 96
+    lr: float = 1e-3
+    preset: str = "light"
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 200
+    positive_fraction: float = 0.7
+    lam: float = 4.0
+    ema_alpha: float = 1e-3
+    unlabelled_weight: float = 1.0
+    multi_view: bool = True
+    dropblock: bool = True
+    drop_rate: float = 0.1
+
+
+@dataclass
+class TrainProgress:
+    """One step's report to whoever watches (tqdm, a napari progress bar, a log)."""
+
+    step: int
+    total_steps: int
+    phase: str  # "burn-in" or "co-training"
+    loss: float
+    loss_unlabelled: float | None
+    elapsed_s: float
+    eta_s: float
+
+
+@dataclass
+class TrainResult:
+    steps_done: int
+    stopped: bool
+    reason: str
+    losses: list[float] = field(default_factory=list)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but no CUDA GPU is available")
+    return device
+
+
+def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
+    """Linear warm-up, then cosine decay to 5% of the base rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """Trains a model directory: burn-in on labelled crops, then optional co-training."""
+
+    def __init__(self, config: TrainConfig, classes: Sequence[ParticleClass],
+                 labelled: Sequence[Volume], out_dir: str | Path,
+                 unlabelled: Sequence[Volume] = (), resume: bool = False) -> None:
+        self.config = config
+        self.classes = list(classes)
+        self.out_dir = Path(out_dir)
+        self.voxel_size = check_training_set(labelled, classes, unlabelled)
+        self.device = resolve_device(config.device)
+        self.total_steps = config.steps + (config.cotrain_steps if unlabelled else 0)
+        if config.cotrain_steps and not unlabelled:
+            log.warning("co-training asked for but no unlabelled tomograms given: "
+                        "training supervised only (burn-in)")
+        self.generator = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        model_config = ModelConfig(n_classes=len(classes), preset=config.preset)
+        crop_shape = crop_shape_for([*labelled, *unlabelled], config.crop)
+        self.labelled = CropSampler(labelled, crop_shape, classes, model_config.output_stride,
+                                    self.generator, config.positive_fraction)
+        self.unlabelled = CropSampler(unlabelled, crop_shape, (), model_config.output_stride,
+                                      self.generator, 0.0) if unlabelled else None
+        self.student = build_model(model_config).to(self.device)
+        self.teacher: torch.nn.Module | None = None
+        self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
+        self.step = 0
+        self.losses: list[float] = []
+        self.card = ModelCard(classes=self.classes, voxel_size=self.voxel_size,
+                              model=model_config)
+        self.card.history = {"train_config": asdict(config),
+                             "labelled": [v.name for v in labelled],
+                             "unlabelled": [v.name for v in unlabelled]}
+        if resume:
+            self._resume()
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _resume(self) -> None:
+        state = load_trainer_state(self.out_dir)
+        if state is None:
+            log.warning("%s: nothing to resume from; starting fresh", self.out_dir)
+            return
+        self.student.load_state_dict(state["student"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+        self.losses = [float(x) for x in state["losses"]]
+        if self.step > self.config.steps and self.unlabelled is not None:
+            self.teacher, _ = load_model(self.out_dir, self.device)
+        log.info("resumed %s at step %d", self.out_dir, self.step)
+
+    def save(self) -> None:
+        """Write the prediction model (teacher once co-training runs) and the resume state."""
+        self.card.history.update(steps_done=self.step, losses=self.losses[-2000:])
+        save_model(self.out_dir, self.teacher if self.teacher is not None else self.student,
+                   self.card)
+        save_trainer_state(self.out_dir, {
+            "student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(), "step": self.step,
+            "losses": torch.tensor(self.losses, dtype=torch.float64),
+        })
+
+    # -- one step ----------------------------------------------------------------------
+    def _autocast(self):
+        enabled = self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _labelled_loss(self) -> torch.Tensor:
+        image, target = self.labelled.sample(self.config.batch_size)
+        image, target = random_flip_rot(image, target, self.generator)
+        image = random_intensity(image, self.generator)
+        image, target = image.to(self.device), target.to(self.device)
+        with self._autocast():
+            pred = self.student(image)
+        return reweighted_mse(pred, target, self.config.lam)
+
+    def _unlabelled_loss(self) -> torch.Tensor:
+        image, _ = self.unlabelled.sample(self.config.batch_size)
+        image, _ = random_flip_rot(image, image, self.generator)
+        strong = strong_augment(image, self.generator, self.config.drop_rate,
+                                self.config.dropblock).to(self.device)
+        views = FLIP_VIEWS if self.config.multi_view else ((),)
+        with self._autocast():
+            pseudo = predict_views(self.teacher, image.to(self.device), views)
+            pred = self.student(strong)
+        return reweighted_mse(pred, pseudo, self.config.lam)
+
+    def _train_step(self) -> tuple[float, float | None]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * _lr_factor(self.step, self.total_steps)
+        self.student.train()
+        loss = self._labelled_loss()
+        loss_u = None
+        if self.teacher is not None:
+            loss_u = self._unlabelled_loss()
+            loss = loss + self.config.unlabelled_weight * loss_u
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.teacher is not None:
+            ema_update(self.teacher, self.student, self.config.ema_alpha)
+        return loss.item(), None if loss_u is None else loss_u.item()
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, on_progress: Callable[[TrainProgress], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> TrainResult:
+        """Train until done or stopped; the model directory is usable whatever happens.
+
+        A NaN or infinite loss stops training and keeps the last good checkpoint.
+        """
+        start, first_step = time.perf_counter(), self.step
+        reason = "done"
+        while self.step < self.total_steps:
+            if should_stop is not None and should_stop():
+                reason = "stopped"
+                break
+            if self.step >= self.config.steps and self.teacher is None and self.unlabelled:
+                self.teacher = copy.deepcopy(self.student).eval()
+                for p in self.teacher.parameters():
+                    p.requires_grad_(False)
+            try:
+                loss, loss_u = self._train_step()
+            except FloatingPointError as err:
+                log.error("%s; stopping and keeping the last checkpoint", err)
+                return TrainResult(self.step, True, f"diverged: {err}", self.losses)
+            self.step += 1
+            self.losses.append(loss)
+            if on_progress is not None:
+                elapsed = time.perf_counter() - start
+                rate = elapsed / (self.step - first_step)
+                on_progress(TrainProgress(
+                    self.step, self.total_steps,
+                    "co-training" if self.teacher is not None else "burn-in", loss, loss_u,
+                    elapsed, rate * (self.total_steps - self.step)))
+            if self.step % self.config.checkpoint_every == 0:
+                self.save()
+        self.save()
+        return TrainResult(self.step, reason != "done", reason, self.losses)

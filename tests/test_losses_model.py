@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from napari_semietpicker.losses import reweighted_mse
+from napari_semietpicker.model import ModelConfig, build_model
+
+
+def test_reweighted_mse_known_values():
+    target = torch.tensor([1.0, 0.5, 0.0, 0.0]).reshape(1, 1, 1, 1, 4)
+    perfect = reweighted_mse(target.clone(), target)
+    assert perfect.item() == pytest.approx(0.0, abs=1e-9)
+    zero = torch.zeros_like(target)
+    # positive: (1*1 + 0.5*0.25) / 1.5 = 0.75; negative: 0.5*0.25 / 2.5 = 0.05; lam = 4
+    assert reweighted_mse(zero, target, lam=4.0).item() == pytest.approx(0.75 + 4 * 0.05, rel=1e-5)
+    # a false positive of 1 on background: negative term only, 2 / 2.5
+    fp = torch.tensor([1.0, 0.5, 1.0, 0.0]).reshape(1, 1, 1, 1, 4)
+    assert reweighted_mse(fp, target, lam=4.0).item() == pytest.approx(4 * 1 / 2.5, rel=1e-5)
+
+
+def test_loss_is_averaged_per_class():
+    target = torch.zeros(1, 2, 1, 1, 4)
+    target[0, 0, 0, 0, 0] = 1.0  # class 1 has no particle in this crop
+    pred = torch.zeros_like(target)
+    # class 0: positive term 1, class 1: all zero -> mean 0.5
+    assert reweighted_mse(pred, target).item() == pytest.approx(0.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "light"])
+def test_model_output_shape_and_range(preset):
+    model = build_model(ModelConfig(n_classes=3, preset=preset)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, 32, 64, 96))
+    assert out.shape == (1, 3, 16, 32, 48)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    # The head starts near the background level (1 %).
+    assert float(out.mean()) < 0.05
+
+
+def test_paper_preset_is_resnet34_deep():
+    config = ModelConfig(n_classes=6, preset="paper")
+    assert config.encoder_depths == (3, 4, 6, 3)
+    model = build_model(config)
+    assert len(model.stem) == 3  # three 3x3x3 convolutions instead of a 7x7x7
+    assert [len(s) for s in model.stages] == [3, 4, 6, 3]
+
+
+def test_model_config_validation():
+    with pytest.raises(ValueError, match="unknown model preset"):
+        ModelConfig(n_classes=2, preset="huge")
+    with pytest.raises(ValueError, match="output stride 2"):
+        ModelConfig(n_classes=2, output_stride=4)

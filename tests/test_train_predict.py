@@ -1,0 +1,172 @@
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from napari_semietpicker.checkpoint import load_card, load_model, load_trainer_state
+from napari_semietpicker.data import prepare_volume
+from napari_semietpicker.metrics import evaluate
+from napari_semietpicker.predict import (
+    PeakCache,
+    PredictConfig,
+    peaks_from_heatmaps,
+    pick_tomogram,
+    predict_heatmaps,
+    window_starts,
+)
+from napari_semietpicker.train import TrainConfig, Trainer
+
+TINY = dict(preset="tiny", crop=64, batch_size=2, checkpoint_every=1000)
+
+
+@pytest.fixture(scope="module")
+def trained(blob_set, tmp_path_factory):
+    """A tiny model trained on two blob tomograms: shared by the tests below."""
+    out = tmp_path_factory.mktemp("model")
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(t, blob_set["picks"], classes) for t in blob_set["tomograms"][:2]]
+    trainer = Trainer(TrainConfig(steps=150, lr=3e-3, **TINY), classes, labelled, out)
+    result = trainer.run()
+    return out, result
+
+
+def test_training_lowers_the_loss_and_writes_a_model(trained):
+    out, result = trained
+    assert result.steps_done == 150 and not result.stopped
+    assert np.mean(result.losses[-20:]) < 0.5 * np.mean(result.losses[:10])
+    card = load_card(out)
+    assert [c.name for c in card.classes] == ["big", "small"]
+    assert card.voxel_size == 10.0 and card.history["steps_done"] == 150
+
+
+def test_trained_model_finds_held_out_particles(trained, blob_set):
+    out, _ = trained
+    model, card = load_model(out)
+    test = blob_set["tomograms"][2]
+    peaks, heat = pick_tomogram(model, card, test, PredictConfig(window=64))
+    assert heat.shape == (2, 32, 48, 48)
+    truth = blob_set["picks"][blob_set["picks"].experiment == test.name]
+    result = evaluate(peaks.at(0.3), truth, card.classes)
+    # Blobs are easy: far above chance (random picks of this count score ~0).
+    assert result.per_class["f1_0.5"].mean() > 0.6
+
+
+def test_stop_flag_ends_training_with_a_usable_model(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    trainer = Trainer(TrainConfig(steps=1000, **TINY), classes, labelled, tmp_path)
+    asked = iter(range(100))
+    result = trainer.run(should_stop=lambda: next(asked) >= 3)  # stop before the 4th step
+    assert result.stopped and result.reason == "stopped" and result.steps_done == 3
+    model, card = load_model(tmp_path)
+    assert card.history["steps_done"] == 3
+
+
+def test_resume_continues_where_it_stopped(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    config = TrainConfig(steps=6, **TINY)
+    Trainer(config, classes, labelled, tmp_path).run(should_stop=lambda: False)
+    assert load_trainer_state(tmp_path)["step"] == 6
+    config.steps = 10
+    trainer = Trainer(config, classes, labelled, tmp_path, resume=True)
+    assert trainer.step == 6
+    assert trainer.run().steps_done == 10
+    assert len(trainer.losses) == 10
+
+
+def test_same_seed_same_weights(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    weights = []
+    for run in ("a", "b"):
+        Trainer(TrainConfig(steps=3, **TINY), classes, labelled, tmp_path / run).run()
+        weights.append(load_model(tmp_path / run)[0].state_dict())
+    for name in weights[0]:
+        torch.testing.assert_close(weights[0][name], weights[1][name])
+
+
+def test_cotraining_without_unlabelled_falls_back_with_a_message(blob_set, tmp_path, caplog):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    with caplog.at_level(logging.WARNING):
+        trainer = Trainer(TrainConfig(steps=2, cotrain_steps=5, **TINY), classes, labelled,
+                          tmp_path)
+    assert "no unlabelled tomograms" in caplog.text
+    assert trainer.total_steps == 2
+    assert trainer.run().steps_done == 2 and trainer.teacher is None
+
+
+def test_cotraining_saves_the_ema_teacher(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    unlabelled = [prepare_volume(blob_set["tomograms"][1])]
+    phases = []
+    trainer = Trainer(TrainConfig(steps=3, cotrain_steps=3, ema_alpha=0.5, **TINY), classes,
+                      labelled, tmp_path, unlabelled)
+    trainer.run(on_progress=lambda p: phases.append((p.phase, p.loss_unlabelled)))
+    assert [p for p, _ in phases] == ["burn-in"] * 3 + ["co-training"] * 3
+    assert all(u is not None and np.isfinite(u) for _, u in phases[3:])
+    saved, _ = load_model(tmp_path)
+    for name, value in saved.state_dict().items():
+        torch.testing.assert_close(value, trainer.teacher.state_dict()[name])
+    assert not all(torch.equal(v, trainer.student.state_dict()[k])
+                   for k, v in saved.state_dict().items() if v.dtype.is_floating_point)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_model(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    trainer = Trainer(TrainConfig(steps=4, **TINY), classes, labelled, tmp_path)
+    trainer.run()
+    good = load_model(tmp_path)[0].state_dict()
+    trainer.config.steps = 8
+    trainer.total_steps = 8
+    labelled[0].data[:] = np.nan  # poison the data
+    result = trainer.run()
+    assert result.reason.startswith("diverged") and result.steps_done == 4
+    for name, value in load_model(tmp_path)[0].state_dict().items():
+        torch.testing.assert_close(value, good[name])
+
+
+def test_window_starts_cover_the_axis():
+    assert window_starts(64, 96, 0.25) == [0]
+    starts = window_starts(630, 160, 0.25)
+    assert starts[0] == 0 and starts[-1] == 630 - 160
+    assert all(b - a <= 120 for a, b in zip(starts, starts[1:]))
+
+
+class _Pool(torch.nn.Module):
+    """A shift-equivariant stand-in network: blending must reproduce it exactly."""
+
+    class config:
+        output_stride = 2
+        n_classes = 1
+
+    def forward(self, x):
+        return torch.sigmoid(torch.nn.functional.avg_pool3d(x, 2))
+
+
+def test_sliding_window_equals_whole_volume_for_a_local_model():
+    volume = np.random.default_rng(0).normal(size=(70, 100, 130)).astype(np.float32)
+    heat = predict_heatmaps(_Pool(), volume, PredictConfig(window=64, overlap=0.25))
+    assert heat.shape == (1, 35, 50, 65)
+    whole = _Pool()(torch.from_numpy(volume)[None, None])[0]
+    torch.testing.assert_close(heat, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_peaks_map_to_angstrom_and_thresholds_filter_cached_peaks(trained):
+    out, _ = trained
+    _, card = load_model(out)
+    heat = torch.zeros(2, 20, 30, 40)
+    heat[0, 5, 6, 7] = 0.9
+    heat[1, 10, 11, 12] = 0.4
+    cache = peaks_from_heatmaps(heat, card, "t", voxel_size=13.5)
+    big = cache.picks[cache.picks.particle_type == "big"].iloc[0]
+    # output index i -> input voxel 2i + 0.5 -> Angstrom * 13.5
+    assert (big.z, big.y, big.x) == pytest.approx((10.5 * 13.5, 12.5 * 13.5, 14.5 * 13.5))
+    assert len(cache.at(0.5)) == 1 and len(cache.at(0.3)) == 2
+    assert list(cache.at({"big": 0.95, "small": 0.3}).particle_type) == ["small"]
+    assert isinstance(cache, PeakCache) and isinstance(cache.at(0.1), pd.DataFrame)
