@@ -1,0 +1,242 @@
+"""Tomograms in OME-Zarr (copick's layout) and plain zarr, opened lazily.
+
+The returned :class:`Tomogram` holds the zarr array itself: opening reads metadata only,
+slicing reads the chunks it touches, so a 3 GB volume opens in milliseconds.
+
+Levels and positions: level ``L`` of a pyramid is binned ``2**L`` times and its voxel size
+is read from the level's own ``scale`` (in Angstrom, converted from the axes' unit). As in
+copick and the CZII data, a voxel ``i`` of any level sits at ``i * voxel_size`` Angstrom;
+the half-voxel shift that mean-binning introduces (``(2**L - 1) / 2`` level-0 voxels) is
+not applied, so that picks agree with the other tools that read these files. An OME
+``translation`` is recorded in ``Tomogram.origin_A``, like an MRC header origin.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .tomogram import MIN_SIDE, Tomogram, tomogram_name
+
+#: Factors from OME-NGFF space units to Angstrom (copick writes "angstrom").
+UNIT_TO_ANGSTROM = {
+    "angstrom": 1.0, "picometer": 0.01, "nanometer": 10.0, "micrometer": 1e4,
+    "millimeter": 1e7, "centimeter": 1e8, "meter": 1e10,
+}
+
+ZarrSource = str | Path | MutableMapping
+
+
+def _zarr() -> Any:
+    try:
+        import zarr
+    except ImportError as err:
+        raise ImportError(
+            "reading zarr tomograms needs zarr: pip install napari-semietpicker[interop]"
+        ) from err
+    return zarr
+
+
+def is_zarr_path(path: str | Path) -> bool:
+    """True for a directory that is a zarr store (``*.zarr`` or holding zarr metadata)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return path.suffix.lower() == ".zarr" or any(
+        (path / marker).exists() for marker in (".zgroup", ".zarray", "zarr.json")
+    )
+
+
+def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
+                     name: str | None = None) -> list[Tomogram]:
+    """All levels of a zarr tomogram, finest first, each lazy (metadata is all that is read).
+
+    ``source`` is a path or a zarr store (copick's ``tomogram.zarr()``). OME-Zarr gives
+    each level's voxel size; ``voxel_size`` overrides the level-0 size (other levels keep
+    their ratio to it) and is required for plain zarr, whose levels ``"0"``, ``"1"``, ...
+    are taken as binned 2x each.
+    """
+    zarr = _zarr()
+    label = str(source) if isinstance(source, str | Path) else (name or "zarr store")
+    if isinstance(source, str | Path):
+        if not Path(source).exists():
+            raise FileNotFoundError(f"{source}: no such zarr tomogram")
+        store: Any = str(source)
+        name = name or tomogram_name(source)
+    else:
+        store = source
+    try:
+        node = zarr.open(store, mode="r")
+    except Exception as err:  # zarr raises several unrelated types for a bad store
+        raise ValueError(f"{label}: not a readable zarr store ({err})") from err
+    name = name or "tomogram"
+    if isinstance(node, zarr.Array):
+        arrays, sizes, origins = [node], [_given(voxel_size, label)], [(0.0, 0.0, 0.0)]
+    elif _multiscales(node.attrs) is not None:
+        arrays, sizes, origins = _ome_levels(node, label)
+        if voxel_size is not None:
+            sizes = [voxel_size * s / sizes[0] for s in sizes]
+    else:
+        keys = sorted((k for k in node.array_keys() if k.isdigit()), key=int)
+        if not keys:
+            keys = list(node.array_keys())[:1]
+        if not keys:
+            raise ValueError(f"{label}: zarr group holds no array")
+        size = _given(voxel_size, label)
+        arrays = [node[k] for k in keys]
+        sizes = [size * 2 ** i for i in range(len(keys))]
+        origins = [(0.0, 0.0, 0.0)] * len(keys)
+    levels = []
+    for level, (array, size, origin) in enumerate(zip(arrays, sizes, origins, strict=True)):
+        if array.ndim != 3:
+            raise ValueError(
+                f"{label}: level {level} has shape {array.shape}; expected 3D (z, y, x)"
+            )
+        if min(array.shape) < MIN_SIDE:
+            break  # coarser levels are too small to pick in
+        if not (np.isfinite(size) and size > 0):
+            raise ValueError(f"{label}: level {level} has invalid voxel size {size}")
+        levels.append(Tomogram(data=array, voxel_size=float(size), name=name, origin_A=origin))
+    if not levels:
+        raise ValueError(
+            f"{label}: volume {arrays[0].shape} is too small (each side >= {MIN_SIDE})"
+        )
+    return levels
+
+
+def read_zarr_tomogram(source: ZarrSource, level: int = 0, voxel_size: float | None = None,
+                       name: str | None = None) -> Tomogram:
+    """One level of a zarr tomogram, lazily (see :func:`read_zarr_levels`)."""
+    levels = read_zarr_levels(source, voxel_size=voxel_size, name=name)
+    if not 0 <= level < len(levels):
+        label = str(source) if isinstance(source, str | Path) else levels[0].name
+        raise ValueError(
+            f"{label}: no level {level}; levels 0..{len(levels) - 1} are available "
+            f"(shapes {[t.shape for t in levels]})"
+        )
+    return levels[level]
+
+
+def _given(voxel_size: float | None, label: str) -> float:
+    if voxel_size is None:
+        raise ValueError(
+            f"{label}: plain zarr has no voxel size; give it explicitly (--voxel-size)"
+        )
+    return float(voxel_size)
+
+
+def _multiscales(attrs: Any) -> list | None:
+    """NGFF 0.4 keeps ``multiscales`` at the top of the attributes, 0.5 under ``ome``."""
+    found = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    return found if isinstance(found, list) and found else None
+
+
+def _ome_levels(group: Any, label: str) -> tuple[list, list[float], list[tuple[float, ...]]]:
+    meta = _multiscales(group.attrs)[0]
+    factor = _unit_factor(meta.get("axes", []), label)
+    top_scale, top_shift = _transforms(meta.get("coordinateTransformations", []), label)
+    arrays, sizes, origins = [], [], []
+    for dataset in meta.get("datasets", []):
+        scale, shift = _transforms(dataset.get("coordinateTransformations", []), label)
+        scale = scale * top_scale
+        shift = shift * top_scale + top_shift
+        if np.ptp(scale) > 1e-3 * scale.max():
+            raise ValueError(
+                f"{label}: level {dataset.get('path')} has anisotropic scale {tuple(scale)}; "
+                "resample to isotropic voxels first"
+            )
+        arrays.append(group[dataset["path"]])
+        sizes.append(float(scale[0]) * factor)
+        origins.append(tuple(float(v) * factor for v in shift))
+    if not arrays:
+        raise ValueError(f"{label}: OME-Zarr multiscales lists no datasets")
+    return arrays, sizes, origins
+
+
+def _transforms(items: list, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and translation of the three spatial axes (the last three, per OME-NGFF)."""
+    scale, shift = np.ones(3), np.zeros(3)
+    for item in items:
+        kind = item.get("type")
+        values = item.get(kind)
+        if kind not in ("scale", "translation"):
+            continue
+        if not isinstance(values, list) or len(values) < 3:
+            raise ValueError(f"{label}: unsupported OME {kind} {item!r} (expected inline values)")
+        if kind == "scale":
+            scale = np.asarray(values[-3:], dtype=float)
+        else:
+            shift = np.asarray(values[-3:], dtype=float)
+    return scale, shift
+
+
+def _unit_factor(axes: list, label: str) -> float:
+    """Angstrom per unit of the spatial axes; no unit means Angstrom, as copick writes."""
+    units = {a.get("unit") for a in axes if isinstance(a, dict) and a.get("type") == "space"}
+    units.discard(None)
+    if not units:
+        return 1.0
+    if len(units) > 1:
+        raise ValueError(f"{label}: spatial axes have different units {sorted(units)}")
+    unit = units.pop()
+    if unit not in UNIT_TO_ANGSTROM:
+        raise ValueError(
+            f"{label}: unknown axis unit {unit!r}; expected one of {list(UNIT_TO_ANGSTROM)}"
+        )
+    return UNIT_TO_ANGSTROM[unit]
+
+
+def bin2(volume: np.ndarray) -> np.ndarray:
+    """2x mean-binning of a (z, y, x) volume; an odd last plane on any axis is dropped."""
+    z, y, x = (s // 2 * 2 for s in volume.shape)
+    v = np.asarray(volume[:z, :y, :x], dtype=np.float32)
+    return v.reshape(z // 2, 2, y // 2, 2, x // 2, 2).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def write_ome_zarr(path: str | Path, data: np.ndarray, voxel_size: float, levels: int = 3,
+                   chunks: int = 64, overwrite: bool = False) -> None:
+    """Write a (z, y, x) volume as OME-Zarr 0.4 with levels "0", "1", ... binned 2x each.
+
+    The layout and metadata are copick's (float32, axes z, y, x in Angstrom, one ``scale``
+    per level), so copick and napari-ome-zarr read it. The store is written beside
+    ``path`` and moved into place at the end: a crash leaves no half-written store.
+    """
+    zarr = _zarr()
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
+    if not voxel_size > 0:
+        raise ValueError(f"{path}: voxel size must be > 0, got {voxel_size}")
+    pyramid = [np.asarray(data, dtype=np.float32)]
+    for _ in range(1, levels):
+        if min(pyramid[-1].shape) < 2 * MIN_SIDE:
+            break
+        pyramid.append(bin2(pyramid[-1]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        open_kwargs = {"zarr_format": 2} if int(zarr.__version__.split(".")[0]) >= 3 else {}
+        group = zarr.open_group(str(tmp), mode="w", **open_kwargs)
+        datasets = []
+        for level, array in enumerate(pyramid):
+            size = voxel_size * 2 ** level
+            group.create_dataset(str(level), data=array,
+                                 chunks=tuple(min(chunks, s) for s in array.shape))
+            datasets.append({"path": str(level), "coordinateTransformations": [
+                {"type": "scale", "scale": [size] * 3}]})
+        group.attrs["multiscales"] = [{
+            "version": "0.4", "name": tomogram_name(path),
+            "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"],
+            "datasets": datasets,
+        }]
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
