@@ -13,8 +13,8 @@ from napari_semietpicker.predict import (
     PredictConfig,
     peaks_from_heatmaps,
     pick_tomogram,
+    plan_axis,
     predict_heatmaps,
-    window_starts,
 )
 from napari_semietpicker.train import TrainConfig, Trainer
 
@@ -131,11 +131,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_model(blob_set, tmp_path):
         torch.testing.assert_close(value, good[name])
 
 
-def test_window_starts_cover_the_axis():
-    assert window_starts(64, 96, 0.25) == [0]
-    starts = window_starts(630, 160, 0.25)
-    assert starts[0] == 0 and starts[-1] == 630 - 160
-    assert all(b - a <= 120 for a, b in zip(starts, starts[1:]))
+def test_window_plan_covers_each_axis_with_few_windows():
+    assert plan_axis(64, 256, 0.25) == (64, [0])
+    side, starts = plan_axis(640, 256, 0.25)  # a CZII side, padded to 640
+    assert side == 256 and starts == [0, 192, 384]
+    side, starts = plan_axis(640, 160, 0.25)
+    assert side == 160 and starts[0] == 0 and starts[-1] == 480 and len(starts) == 5
+    for length in (96, 288, 416, 1024):
+        side, starts = plan_axis(length, 128, 0.25)
+        assert side % 32 == 0 and starts[-1] + side == length
+        assert all(a + side - b >= 0.25 * side - 1 for a, b in zip(starts, starts[1:]))
 
 
 class _Pool(torch.nn.Module):

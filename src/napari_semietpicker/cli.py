@@ -1,4 +1,4 @@
-"""The ``semietpicker`` command: simulate | train | predict | evaluate | demo.
+"""The ``semietpicker`` command: simulate | train | predict | evaluate | convert | demo.
 
 A thin layer over the Qt-free core: argument parsing, progress bars and messages.
 Errors in the user's input end with one clear line (file and problem), not a traceback.
@@ -29,10 +29,39 @@ def _expand(patterns: Sequence[str]) -> list[Path]:
     return paths
 
 
-def _read_tomograms(paths: Sequence[Path], voxel_size: float | None):
-    from .io.tomogram import read_tomogram
+def _read_tomograms(paths: Sequence[Path], args: argparse.Namespace):
+    from .io.formats import read_any_tomogram
 
-    return [read_tomogram(p, voxel_size) for p in paths]
+    return [read_any_tomogram(p, level=args.level, voxel_size=args.voxel_size) for p in paths]
+
+
+def _copick_tomograms(args: argparse.Namespace, runs: Sequence[str] | None):
+    """Tomograms of a copick project's runs (all runs when ``runs`` is None), lazily."""
+    from .io.copick_io import list_runs, open_project, read_copick_tomogram
+
+    if not args.tomo_type or args.voxel_spacing is None:
+        raise ValueError("--copick needs --tomo-type (e.g. denoised) and --voxel-spacing (A)")
+    project = open_project(args.copick)
+    names = list(runs) if runs else list_runs(project)
+    return [read_copick_tomogram(project, run, args.voxel_spacing, args.tomo_type, args.level)
+            for run in names]
+
+
+def _tomograms(args: argparse.Namespace, files: Sequence[str], runs: Sequence[str] | None):
+    """Tomograms from files (globs) or, with ``--copick``, from runs of the project."""
+    if files:
+        return _read_tomograms(_expand(files), args)
+    if args.copick:
+        return _copick_tomograms(args, runs)
+    return []
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voxel-size", type=float, default=None, help="override file headers (A)")
+    p.add_argument("--level", type=int, default=0, help="zarr pyramid level (1 = binned 2x)")
+    p.add_argument("--copick", default=None, help="copick project config (JSON)")
+    p.add_argument("--tomo-type", default=None, help="copick tomogram type, e.g. denoised")
+    p.add_argument("--voxel-spacing", type=float, default=None, help="copick voxel spacing (A)")
 
 
 # -- simulate --------------------------------------------------------------------------
@@ -117,7 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .checkpoint import load_model
-    from .io.picks import write_picks_csv
+    from .io.formats import write_picks
     from .io.tomogram import write_tomogram
     from .predict import PredictConfig, pick_tomogram
     from .train import resolve_device
@@ -129,8 +158,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     thresholds = args.threshold if args.threshold is not None else \
         {c.name: card.threshold(c.name) for c in card.classes}
     tables = []
-    for path in _expand(args.tomograms):
-        (tomogram,) = _read_tomograms([path], args.voxel_size)
+    tomograms = _tomograms(args, args.tomograms, args.runs)
+    if not tomograms:
+        raise ValueError("give tomograms to pick, or --copick (with --runs, or all runs)")
+    shapes = {}
+    for tomogram in tomograms:
+        shapes[tomogram.name] = tomogram.shape
         with tqdm(desc=tomogram.name, unit="window", disable=args.quiet) as bar:
             def on_progress(done: int, total: int, bar=bar) -> None:
                 bar.total = total
@@ -145,7 +178,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 write_tomogram(Path(args.heatmaps) / f"{tomogram.name}_{cls.name}.mrc",
                                heat[c].cpu().numpy().astype(np.float32),
                                card.voxel_size * card.model.output_stride)
-    write_picks_csv(pd.concat(tables, ignore_index=True), args.out, keep_previous=True)
+    write_picks(pd.concat(tables, ignore_index=True), args.out, keep_previous=True,
+                voxel_size=tomograms[0].voxel_size, shape_by_experiment=shapes,
+                format=args.format, user_id=args.user, session_id=args.session)
     print(f"wrote {sum(len(t) for t in tables)} picks to {args.out}")
     return 0
 
@@ -153,15 +188,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # -- evaluate --------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .classes import load_classes
-    from .io.picks import read_picks_csv
+    from .io.formats import read_picks
     from .metrics import evaluate
 
-    result = evaluate(read_picks_csv(args.predictions), read_picks_csv(args.truth),
+    result = evaluate(read_picks(args.predictions), read_picks(args.truth),
                       load_classes(args.classes))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     else:
         print(result.format_table())
+    return 0
+
+
+# -- convert ---------------------------------------------------------------------------
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .io.formats import convert_picks
+
+    table = convert_picks(
+        args.src, args.dst, format=args.format, tomogram=args.tomogram,
+        particle_type=args.particle_type, tomogram_name=args.tomogram_name,
+        voxel_size=args.voxel_size, shape=tuple(args.shape) if args.shape else None,
+        out_voxel_size=args.out_voxel_size, user_id=args.user, session_id=args.session,
+        keep_previous=True)
+    print(f"wrote {len(table)} picks to {args.dst}")
     return 0
 
 
@@ -190,9 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("train", help="train a model on labelled (and unlabelled) tomograms")
-    p.add_argument("--tomograms", nargs="+", required=True, help="labelled tomograms (globs ok)")
-    p.add_argument("--picks", required=True, help="picks CSV (experiment = tomogram file stem)")
+    p.add_argument("--tomograms", nargs="+", default=[],
+                   help="labelled tomograms: MRC/REC/MAP or zarr (globs ok)")
+    p.add_argument("--picks", default=None,
+                   help="picks file: CZII CSV, RELION STAR or copick JSON (experiment = "
+                        "tomogram file stem)")
     p.add_argument("--unlabeled", nargs="+", default=[], help="unlabelled tomograms (globs ok)")
+    p.add_argument("--runs", nargs="+", default=None, help="copick: labelled runs")
+    p.add_argument("--unlabeled-runs", nargs="+", default=None, help="copick: unlabelled runs")
+    p.add_argument("--user", default=None, help="copick: user id of the reference picks")
+    p.add_argument("--session", default=None, help="copick: session id of the reference picks")
     p.add_argument("--classes", default="czii", help="preset name or JSON/YAML file")
     p.add_argument("--out", required=True, help="model directory")
     p.add_argument("--mode", choices=list(MODES), default="full",
@@ -207,24 +263,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-alpha", type=float, default=1e-3, help="teacher EMA rate per step")
     p.add_argument("--unlabeled-weight", type=float, default=1.0, help="w of the consistency loss")
     p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--voxel-size", type=float, default=None, help="override MRC headers (A)")
     p.add_argument("--seed", type=int, default=0)
+    _add_source_options(p)
     p.add_argument("--resume", action="store_true", help="continue from the model directory")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="pick particles with a trained model")
     p.add_argument("model", help="model directory")
-    p.add_argument("tomograms", nargs="+", help="tomograms (globs ok)")
-    p.add_argument("--out", required=True, help="picks CSV to write")
+    p.add_argument("tomograms", nargs="*", help="tomograms: MRC/REC/MAP or zarr (globs ok)")
+    p.add_argument("--out", required=True,
+                   help="picks file: .csv (CZII), .star (RELION), .coords, copick .json, or a "
+                        "copick project config to write the picks into the project")
+    p.add_argument("--format", default=None, help="relion4 or relion5 for .star (default 4)")
+    p.add_argument("--runs", nargs="+", default=None, help="copick: runs to pick (default all)")
+    p.add_argument("--user", default="semietpicker", help="copick: user id of written picks")
+    p.add_argument("--session", default="0", help="copick: session id of written picks")
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for all classes (default: the model's per class)")
     p.add_argument("--tta", action="store_true", help="average flips along z, y and x")
     p.add_argument("--heatmaps", default=None, help="folder for per-class heatmap MRC files")
     p.add_argument("--device", default="auto")
-    p.add_argument("--window", type=int, default=160, help="sliding window side (voxels)")
+    p.add_argument("--window", type=int, default=256, help="largest window side (voxels)")
     p.add_argument("--overlap", type=float, default=0.25)
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
-    p.add_argument("--voxel-size", type=float, default=None, help="override MRC headers (A)")
+    _add_source_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score picks against reference picks")
@@ -233,6 +295,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default="czii")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("convert", help="convert picks between CSV, STAR, .coords and copick")
+    p.add_argument("src", help="picks file (or copick project config)")
+    p.add_argument("dst", help="file to write; the format follows the suffix")
+    p.add_argument("--format", default=None, help="relion4 or relion5 for .star output")
+    p.add_argument("--tomogram", default=None,
+                   help="the tomogram the picks belong to: gives voxel size, shape and name")
+    p.add_argument("--voxel-size", type=float, default=None, help="pixel size of the input (A)")
+    p.add_argument("--out-voxel-size", type=float, default=None,
+                   help="pixel size of the output, if it differs (binning)")
+    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("D", "H", "W"),
+                   help="tomogram shape in voxels (RELION 5 centred coordinates)")
+    p.add_argument("--particle-type", default=None, help="class of files without one")
+    p.add_argument("--tomogram-name", default=None, help="tomogram of files without one")
+    p.add_argument("--user", default=None, help="copick user id")
+    p.add_argument("--session", default=None, help="copick session id")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="simulate, train, pick and score; napari if a display")
     p.add_argument("--out", default="semietpicker-demo", help="working folder")

@@ -7,8 +7,10 @@ floor are kept with their scores, so a threshold change is a filter, not a recom
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,20 +35,27 @@ PEAK_FLOOR = 0.05
 class PredictConfig:
     """Sliding-window settings. ``window`` is in input voxels (rounded to a multiple of 32)."""
 
-    window: int = 160
+    window: int = 256
     overlap: float = 0.25
     tta: bool = False
     batch_size: int = 1
     amp: bool = True
 
 
-def window_starts(length: int, window: int, overlap: float) -> list[int]:
-    """Window start positions covering ``[0, length)`` with at least ``overlap``."""
+def plan_axis(length: int, window: int, overlap: float) -> tuple[int, list[int]]:
+    """Window side and starts along one axis: the fewest windows that keep ``overlap``.
+
+    ``length`` is a multiple of 32. An axis no longer than the window is one window;
+    otherwise the window shrinks to the smallest multiple of 32 that still covers the
+    axis with that many windows, which cuts the voxels computed twice.
+    """
     if length <= window:
-        return [0]
-    step = max(1, int(window * (1 - overlap)))
-    starts = list(range(0, length - window, step))
-    return [*starts, length - window]
+        return length, [0]
+    count = math.ceil((length - window * overlap) / (window * (1 - overlap)))
+    side = SIZE_MULTIPLE * math.ceil(length / (count - (count - 1) * overlap) / SIZE_MULTIPLE)
+    side = min(side, window)
+    step = (length - side) / (count - 1)
+    return side, sorted({int(round(i * step)) for i in range(count)})
 
 
 def gaussian_weights(shape: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -57,14 +66,6 @@ def gaussian_weights(shape: Sequence[int], device: torch.device) -> torch.Tensor
         axes.append(torch.exp(-(x**2) / (2 * (n / 8) ** 2)))
     w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
     return (w / w.max()).clamp_min(1e-3)
-
-
-def _windows(shape: Sequence[int], window: Sequence[int], overlap: float
-             ) -> Iterator[tuple[int, int, int]]:
-    for z in window_starts(shape[0], window[0], overlap):
-        for y in window_starts(shape[1], window[1], overlap):
-            for x in window_starts(shape[2], window[2], overlap):
-                yield z, y, x
 
 
 @torch.no_grad()
@@ -86,7 +87,9 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
     shape = np.array(volume.shape)
     padded = np.maximum(shape, SIZE_MULTIPLE)
     padded = -(-padded // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    win = np.minimum(max(SIZE_MULTIPLE, config.window // SIZE_MULTIPLE * SIZE_MULTIPLE), padded)
+    window = max(SIZE_MULTIPLE, config.window // SIZE_MULTIPLE * SIZE_MULTIPLE)
+    plans = [plan_axis(int(n), window, config.overlap) for n in padded]
+    win = np.array([side for side, _ in plans])
     if np.any(padded != shape):
         pad = [(0, int(p - s)) for p, s in zip(padded, shape)]
         volume = torch.from_numpy(np.pad(volume.numpy(), pad, mode="reflect"))
@@ -96,8 +99,10 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
     weight_sum = torch.zeros(out_shape, dtype=torch.float32, device=device)
     weights = gaussian_weights(out_win, device)
     views = FLIP_VIEWS if config.tta else ((),)
-    starts = list(_windows(padded, win, config.overlap))
+    starts = list(itertools.product(*(axis_starts for _, axis_starts in plans)))
     model.eval()
+    # channels-last convolutions are markedly faster on CPUs (oneDNN) and tensor cores.
+    model = model.to(memory_format=torch.channels_last_3d)
     use_amp = config.amp and device.type == "cuda"
     for first in range(0, len(starts), config.batch_size):
         if should_stop is not None and should_stop():
@@ -105,7 +110,8 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
         batch_starts = starts[first:first + config.batch_size]
         batch = torch.stack([volume[z:z + win[0], y:y + win[1], x:x + win[2]]
                              for z, y, x in batch_starts])[:, None]
-        batch = batch.to(device, non_blocking=True)
+        batch = batch.to(device, non_blocking=True).contiguous(
+            memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = predict_views(model, batch, views)
         for (z, y, x), pred in zip(batch_starts, out):

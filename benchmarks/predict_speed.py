@@ -1,0 +1,93 @@
+"""Time picking one CZII-sized tomogram (184 x 630 x 630 at 10 A) end to end.
+
+Prints wall time (read + normalise + sliding window + peaks + CSV) and peak memory,
+per preset, without and with the four flip views, and the time to re-pick after a
+threshold change from cached peaks. Weights are random: speed does not depend on them.
+
+    python benchmarks/predict_speed.py [--presets light] [--device cpu] [--window 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_semietpicker.checkpoint import ModelCard
+from napari_semietpicker.classes import load_classes
+from napari_semietpicker.io.picks import write_picks_csv
+from napari_semietpicker.io.tomogram import read_tomogram, write_tomogram
+from napari_semietpicker.model import ModelConfig, build_model
+from napari_semietpicker.predict import PredictConfig, pick_tomogram
+from napari_semietpicker.train import resolve_device
+
+CZII_SHAPE = (184, 630, 630)
+
+
+def peak_host_memory_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["light"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--no-tta", action="store_true", help="skip the four-view runs")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    classes = load_classes("czii")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "TS_bench.mrc"
+        volume = np.random.default_rng(0).normal(size=CZII_SHAPE).astype(np.float32)
+        write_tomogram(path, volume, 10.0)
+        del volume
+        print(f"device: {machine(device)}; tomogram {CZII_SHAPE} at 10 A; "
+              f"window {args.window}, overlap 0.25, batch {args.batch_size}")
+        print(f"{'preset':8} {'views':>5} {'time s':>8} {'re-pick ms':>10} {'peak host GB':>12} "
+              f"{'peak GPU GB':>11} {'peaks':>8}")
+        for preset in args.presets:
+            config = ModelConfig(n_classes=len(classes), preset=preset)
+            model = build_model(config).to(device).eval()
+            # Random weights give flat maps near 0.01; a zero head bias makes many peaks,
+            # the worst case for peak finding and re-picking.
+            torch.nn.init.zeros_(model.head.bias)
+            card = ModelCard(classes=classes, voxel_size=10.0, model=config)
+            for tta in ([False] if args.no_tta else [False, True]):
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                tomogram = read_tomogram(path)
+                peaks, _ = pick_tomogram(model, card, tomogram, PredictConfig(
+                    window=args.window, tta=tta, batch_size=args.batch_size), device)
+                write_picks_csv(peaks.at(0.5), Path(tmp) / "picks.csv")
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                elapsed = time.perf_counter() - start
+                t = time.perf_counter()
+                for threshold in np.linspace(0.1, 0.9, 20):
+                    peaks.at(float(threshold))
+                repick_ms = (time.perf_counter() - t) / 20 * 1000
+                gpu = torch.cuda.max_memory_allocated(device) / 1024**3 \
+                    if device.type == "cuda" else float("nan")
+                print(f"{preset:8} {4 if tta else 1:>5} {elapsed:>8.2f} {repick_ms:>10.2f} "
+                      f"{peak_host_memory_gb():>12.2f} {gpu:>11.2f} {len(peaks.picks):>8}",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Training speed: steps and crops per second, and the data pipeline's share of the time.
+
+Runs the real Trainer (crop sampling, targets, augmentation, loss, Adam) on a simulated
+CZII-sized tomogram for each preset and prints the figures and peak memory.
+
+    python benchmarks/train_speed.py [--presets light] [--steps 20] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from napari_semietpicker.classes import load_classes
+from napari_semietpicker.data import prepare_volume
+from napari_semietpicker.io.picks import picks_from_positions
+from napari_semietpicker.io.tomogram import Tomogram
+from napari_semietpicker.train import TrainConfig, Trainer, resolve_device
+
+CZII_SHAPE = (184, 630, 630)
+
+
+def fake_labelled(classes, n_per_class: int = 30):
+    """A random volume with random picks: timing does not depend on the content."""
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=CZII_SHAPE).astype(np.float32)
+    positions = rng.uniform(0, np.array(CZII_SHAPE) - 1, size=(n_per_class * len(classes), 3))
+    names = [c.name for c in classes for _ in range(n_per_class)]
+    picks = picks_from_positions(positions * 10.0, "bench", names)
+    return prepare_volume(Tomogram(volume, 10.0, "bench"), picks, classes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["light"])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    classes = load_classes("czii")
+    labelled = [fake_labelled(classes)]
+    print(f"device {device}, crop {args.crop}^3, batch {args.batch_size}, {args.steps} steps "
+          f"after 3 warm-up steps; threads {torch.get_num_threads()}")
+    print(f"{'preset':8} {'step s':>8} {'steps/s':>8} {'crops/s':>8} {'data %':>7} "
+          f"{'peak host GB':>12} {'peak GPU GB':>11}")
+    for preset in args.presets:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = TrainConfig(steps=args.steps + 3, batch_size=args.batch_size,
+                                 crop=args.crop, preset=preset, device=args.device,
+                                 checkpoint_every=10**9)
+            trainer = Trainer(config, classes, labelled, tmp)
+            data_time = [0.0]
+            sample = trainer.labelled.sample
+
+            def timed_sample(batch_size, sample=sample, data_time=data_time):
+                t = time.perf_counter()
+                out = sample(batch_size)
+                data_time[0] += time.perf_counter() - t
+                return out
+
+            trainer.labelled.sample = timed_sample
+            trainer.total_steps = 3
+            trainer.run()  # warm-up (allocations, cuDNN autotuning)
+            data_time[0] = 0.0
+            trainer.total_steps = config.steps
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            trainer.run()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - start
+            per_step = elapsed / args.steps
+            gpu = torch.cuda.max_memory_allocated(device) / 1024**3 \
+                if device.type == "cuda" else float("nan")
+            host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+            print(f"{preset:8} {per_step:>8.3f} {1 / per_step:>8.2f} "
+                  f"{args.batch_size / per_step:>8.2f} {100 * data_time[0] / elapsed:>6.1f}% "
+                  f"{host:>12.2f} {gpu:>11.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
