@@ -92,15 +92,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .classes import load_classes
     from .data import prepare_volume
-    from .io.picks import read_picks_csv
+    from .io.formats import read_picks
     from .train import TrainConfig, Trainer
 
     classes = load_classes(args.classes)
-    picks = read_picks_csv(args.picks)
-    labelled = [prepare_volume(t, picks, classes)
-                for t in _read_tomograms(_expand(args.tomograms), args.voxel_size)]
-    unlabelled = [prepare_volume(t)
-                  for t in _read_tomograms(_expand(args.unlabeled), args.voxel_size)]
+    labelled_tomograms = _tomograms(args, args.tomograms, args.runs)
+    if not labelled_tomograms:
+        raise ValueError("give labelled --tomograms, or --copick with --runs")
+    if args.picks:
+        picks = read_picks(args.picks, voxel_size=args.voxel_size)
+    elif args.copick:
+        from .io.copick_io import open_project, read_copick_picks
+
+        picks = read_copick_picks(open_project(args.copick), [t.name for t in labelled_tomograms],
+                                  user_id=args.user, session_id=args.session,
+                                  object_names=[c.name for c in classes])
+    else:
+        raise ValueError("give --picks (CSV, STAR, copick JSON) or --copick")
+    labelled = [prepare_volume(t, picks, classes) for t in labelled_tomograms]
+    has_unlabelled = bool(args.unlabeled or args.unlabeled_runs)
+    unlabelled = [prepare_volume(t) for t in _tomograms(args, args.unlabeled, args.unlabeled_runs)
+                  ] if has_unlabelled else []
     mode = MODES[args.mode]
     cotrain_steps = args.cotrain_steps if mode["cotrain"] else 0
     if args.mode != "supervised" and not unlabelled:
@@ -274,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="picks file: .csv (CZII), .star (RELION), .coords, copick .json, or a "
                         "copick project config to write the picks into the project")
-    p.add_argument("--format", default=None, help="relion4 or relion5 for .star (default 4)")
+    p.add_argument("--format", default=None,
+                   help="relion4 or relion5 for .star output (default relion5)")
     p.add_argument("--runs", nargs="+", default=None, help="copick: runs to pick (default all)")
     p.add_argument("--user", default="semietpicker", help="copick: user id of written picks")
     p.add_argument("--session", default="0", help="copick: session id of written picks")
@@ -299,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert picks between CSV, STAR, .coords and copick")
     p.add_argument("src", help="picks file (or copick project config)")
     p.add_argument("dst", help="file to write; the format follows the suffix")
-    p.add_argument("--format", default=None, help="relion4 or relion5 for .star output")
+    p.add_argument("--format", default=None,
+                   help="relion4 or relion5 for .star output (default relion5)")
     p.add_argument("--tomogram", default=None,
                    help="the tomogram the picks belong to: gives voxel size, shape and name")
     p.add_argument("--voxel-size", type=float, default=None, help="pixel size of the input (A)")

@@ -115,8 +115,8 @@ def read_star(path: str | Path, *, voxel_size: float | None = None, shape: Shape
                 "(give the tomogram, or shape and voxel_size)"
             )
         xyz = particles[list(CENTERED_COLUMNS)].to_numpy(dtype=float)
-        xyz = xyz + np.stack([_center_xyz(shape, name, voxel_size, path) for name in names]
-                             ).reshape(-1, 3)
+        xyz = xyz + np.array([_center_xyz(shape, name, voxel_size, path) for name in names],
+                             dtype=float).reshape(-1, 3)
     else:
         pixel_size = voxel_size if voxel_size is not None else _optics_pixel_size(optics)
         if pixel_size is None:
@@ -152,8 +152,8 @@ def write_star(df: pd.DataFrame, path: str | Path, *,
                 f"{path}: RELION 5 needs the shape and voxel size of each tomogram to centre "
                 "coordinates (give the tomogram, or shape and voxel_size)"
             )
-        centres = np.stack([_center_xyz(shape, name, voxel_size, path)
-                            for name in df["experiment"]]).reshape(-1, 3)
+        centres = np.array([_center_xyz(shape, name, voxel_size, path)
+                            for name in df["experiment"]], dtype=float).reshape(-1, 3)
         columns, values = CENTERED_COLUMNS, xyz - centres
     else:
         if voxel_size is None:

@@ -1,0 +1,79 @@
+"""The ``semietpicker`` command end to end, as a user runs it (tiny sizes, CPU)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from napari_semietpicker.checkpoint import load_card
+from napari_semietpicker.cli import main
+from napari_semietpicker.io.formats import read_picks
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    assert main(["-q", "simulate", str(out), "--n", "3", "--shape", "64", "96", "96",
+                 "--seed", "0", "--voxel-size", "13.5"]) == 0
+    return out
+
+
+def test_simulate_writes_tomograms_and_picks(simulated):
+    tomograms = sorted((simulated / "tomograms").glob("*.mrc"))
+    assert [t.stem for t in tomograms] == ["sim_000", "sim_001", "sim_002"]
+    picks = pd.read_csv(simulated / "picks.csv")
+    assert set(picks["experiment"]) <= {"sim_000", "sim_001", "sim_002"}
+    assert len(picks) > 0
+
+
+def test_train_predict_evaluate_convert(simulated, tmp_path, capsys):
+    tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
+    model = tmp_path / "model"
+    code = main(["-q", "train", "--tomograms", tomograms[0], "--picks",
+                 str(simulated / "picks.csv"), "--unlabeled", tomograms[1], "--out", str(model),
+                 "--steps", "3", "--cotrain-steps", "2", "--preset", "tiny", "--crop", "64",
+                 "--device", "cpu"])
+    assert code == 0
+    card = load_card(model)
+    assert card.voxel_size == 13.5 and card.history["steps_done"] == 5
+    assert card.history["unlabelled"] == ["sim_001"]
+
+    preds = tmp_path / "preds.csv"
+    assert main(["-q", "predict", str(model), tomograms[2], "--out", str(preds),
+                 "--threshold", "0.05", "--heatmaps", str(tmp_path / "hm")]) == 0
+    table = read_picks(preds)
+    assert set(table["experiment"]) <= {"sim_002"} and "score" in table
+    assert len(list((tmp_path / "hm").glob("sim_002_*.mrc"))) == 6
+
+    capsys.readouterr()
+    assert main(["evaluate", str(preds), str(simulated / "picks.csv"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.0 <= result["czii_score"] <= 1.0
+    assert {c["particle_type"] for c in result["classes"]} >= {"ribosome", "apo-ferritin"}
+
+    star = tmp_path / "preds.star"
+    assert main(["convert", str(preds), str(star), "--tomogram", tomograms[2],
+                 "--format", "relion5"]) == 0
+    back = read_picks(star, shape=(64, 96, 96), voxel_size=13.5)
+    pd.testing.assert_frame_equal(back[["x", "y", "z"]], table[["x", "y", "z"]], atol=0.01)
+
+
+def test_resume_after_stop(simulated, tmp_path):
+    tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
+    args = ["-q", "train", "--tomograms", tomograms[0], "--picks", str(simulated / "picks.csv"),
+            "--out", str(tmp_path / "m"), "--preset", "tiny", "--crop", "64",
+            "--cotrain-steps", "0"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "4", "--resume"]) == 0
+    assert load_card(tmp_path / "m").history["steps_done"] == 4
+
+
+def test_bad_input_gives_one_clear_line(tmp_path, capsys):
+    junk = tmp_path / "junk.mrc"
+    junk.write_bytes(b"not an mrc file at all" * 10)
+    code = main(["predict", str(tmp_path), str(junk), "--out", str(tmp_path / "p.csv")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "config.json" in err
+    code = main(["evaluate", str(tmp_path / "missing.csv"), str(junk)])
+    assert code == 2 and "missing.csv" in capsys.readouterr().err
