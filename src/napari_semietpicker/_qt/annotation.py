@@ -1,0 +1,504 @@
+"""Classes and annotation dock: pick the tomogram and the particle classes, make one Points
+layer per class, count picks live and autosave them.
+
+The dock is a thin layer: classes come from :mod:`..classes`, layers from :mod:`..layers`,
+picks tables from :mod:`.._writer`, files from :mod:`..autosave`. What it has chosen lives
+in :class:`AnnotationState` (Qt-free), which other docks read and listen to.
+
+Slices: napari (>= 0.9) draws a point only in slices within the slice thickness, so the dock
+makes slices at least one particle radius thick on each side whenever a layer of particles
+appears; picks layers it makes scale each point to the sphere's cross-section in the slice.
+
+Autosave: each change to a picks layer schedules a save of its tomogram's picks one second
+later (edits in between are saved together), and pending saves are written when a picks
+layer is removed or the viewer window closes. Classes that have no layer in the viewer keep
+their autosaved picks, so deleting a layer never deletes picks from the autosave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from napari.layers import Image, Layer, Points
+from psygnal import evented
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import autosave
+from .._reader import DEFAULT_RADIUS_A, classes_for_names, distinct_color
+from .._writer import concat_picks, layer_picks
+from ..classes import PRESETS, ParticleClass, check_unique_names, load_classes, save_classes
+from ..io.picks import empty_picks
+from ..layers import META, PICKS, picks_layer_name, points_layer
+
+if TYPE_CHECKING:
+    import napari
+
+AUTOSAVE_DELAY_MS = 1000
+CUSTOM = "custom"
+NAME, RADIUS, WEIGHT, COLOR, COUNT = range(5)
+HEADERS = ("Name", "Radius (Å)", "Weight", "Colour", "Picks")
+
+
+@evented
+@dataclass
+class AnnotationState:
+    """The classes and tomogram chosen in the annotation dock, for other docks (Qt-free).
+
+    ``state.events.classes`` and ``state.events.tomogram`` fire when they change.
+    """
+
+    classes: list[ParticleClass] = field(default_factory=lambda: list(PRESETS["czii"]))
+    tomogram: str = ""
+
+
+class AnnotationWidget(QWidget):
+    """Dock to choose tomogram and classes, make picks layers, count and autosave picks."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.state = AnnotationState()
+        #: Fires with the new class list (psygnal), for other docks.
+        self.classes_changed = self.state.events.classes
+        self._autosave_paths: dict[str, Path] = {}
+        self._saved_once: set[Path] = set()
+        self._dirty: set[str] = set()
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(AUTOSAVE_DELAY_MS)
+        self._timer.timeout.connect(self.save_now)
+        self._build()
+
+        self.state.events.classes.connect(self._on_classes_changed)
+        layers = self.viewer.layers
+        layers.events.inserted.connect(self._on_inserted)
+        layers.events.removing.connect(self._on_removing)
+        layers.events.removed.connect(self._on_layers_changed)
+        for layer in layers:
+            self._watch(layer)
+        self._fill_table()
+        self._refresh_tomograms()
+        window = getattr(self.viewer.window, "_qt_window", None)
+        if window is not None:  # save pending picks when the viewer window closes
+            window.installEventFilter(self)
+
+    # -- public API -------------------------------------------------------------------
+    @property
+    def classes(self) -> list[ParticleClass]:
+        """The current particle classes (a copy)."""
+        return list(self.state.classes)
+
+    def set_classes(self, classes: list[ParticleClass]) -> None:
+        """Replace the classes (names must be unique); the table and layers follow."""
+        check_unique_names(classes)
+        self.state.classes = list(classes)
+
+    def set_preset(self, name: str) -> None:
+        """Use a preset's classes (``"czii"``)."""
+        self.set_classes(list(PRESETS[name]))
+
+    def load_classes_file(self, path: str | Path) -> bool:
+        """Read classes from a JSON/YAML file; a bad file is reported, not raised."""
+        try:
+            self.set_classes(load_classes(Path(path)))
+        except ValueError as err:
+            self._say(f"Could not load classes: {err}")
+            return False
+        self._say(f"Loaded {len(self.state.classes)} classes from {Path(path).name}.")
+        return True
+
+    def current_image(self) -> Image | None:
+        """The Image layer chosen as the tomogram, if any."""
+        name = self.tomogram_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        return layer if isinstance(layer, Image) else None
+
+    def make_picks_layers(self) -> list[Points]:
+        """One Points layer per class for the chosen tomogram, restoring autosaved picks.
+
+        Classes that already have a picks layer for this tomogram are left alone. Classes
+        found in the autosave but not in the class list are added to it, so that restored
+        picks always have a layer.
+        """
+        image = self.current_image()
+        if image is None:
+            self._say("Open a tomogram first (File > Open, or File > Open Sample).")
+            return []
+        tomogram = _tomogram_of(image)
+        path = self._autosave_path(tomogram, image)
+        restored, note = self._load_autosave(path)
+        notes = [note] if note else []
+        if restored is not None and len(restored):
+            restored = restored[restored["experiment"] == tomogram]
+            known = {c.name for c in self.state.classes}
+            extra = [c for c in classes_for_names(pd.unique(restored["particle_type"]))
+                     if c.name not in known]
+            if extra:
+                self.set_classes([*self.state.classes, *extra])
+                notes.append(f"Added classes {', '.join(c.name for c in extra)} from the autosave")
+        existing = {_meta(layer)["class"] for layer in self._picks_layers(tomogram)}
+        source = restored if restored is not None else empty_picks()
+        made: list[Points] = []
+        for cls in self.state.classes:
+            if cls.name in existing:
+                continue
+            data, attrs, _ = points_layer(source, cls, tomogram, PICKS)
+            attrs["metadata"][META].update(voxel_size=float(image.scale[-1]),
+                                           shape=[int(s) for s in image.level_shapes[0]])
+            attrs["feature_defaults"] = {"score": 1.0}  # a pick made by hand is certain
+            attrs.pop("out_of_slice_display", None)  # deprecated in napari 0.9: thick slices
+            attrs["projection_mode"] = "rescale_spherical"
+            made.append(self.viewer.add_layer(Layer.create(data, attrs, "points")))
+        if made:
+            self.viewer.layers.selection.active = made[0]
+            made[0].mode = "add"
+        n_restored = sum(len(layer.data) for layer in made)
+        message = f"Made {len(made)} picks layer(s) for {tomogram}"
+        if existing:
+            message += f" ({len(existing)} class(es) already had one)"
+        if n_restored:
+            notes.insert(0, f"Restored {n_restored} picks from the autosave {path}")
+        self._say(". ".join([message, *notes]) + ".")
+        self._update_counts()
+        return made
+
+    def counts(self) -> dict[str, int]:
+        """Picks per class for the chosen tomogram."""
+        image = self.current_image()
+        result = {c.name: 0 for c in self.state.classes}
+        if image is None:
+            return result
+        for layer in self._picks_layers(_tomogram_of(image)):
+            name = _meta(layer)["class"]
+            result[name] = result.get(name, 0) + len(layer.data)
+        return result
+
+    def save_now(self) -> None:
+        """Write the autosave of every tomogram whose picks changed since the last save."""
+        self._timer.stop()
+        failed = set()
+        for tomogram in sorted(self._dirty):
+            path = self._autosave_path(tomogram)
+            try:
+                autosave.save_autosave(self._autosave_table(tomogram, path), path,
+                                       keep_previous=path not in self._saved_once)
+            except (OSError, ValueError) as err:
+                failed.add(tomogram)
+                self._say(f"Autosave of {tomogram} failed: {err}")
+            else:
+                self._saved_once.add(path)
+        self._dirty = failed
+
+    # -- UI ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.tomogram_combo = QComboBox()
+        self.tomogram_combo.currentTextChanged.connect(self._on_tomogram_changed)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems([*PRESETS, CUSTOM])
+        self.preset_combo.textActivated.connect(self._on_preset_chosen)
+        load_button = QPushButton("Load…")
+        load_button.setToolTip("Read classes from a JSON or YAML file (name, radius_A, ...)")
+        load_button.clicked.connect(self._ask_load)
+        save_button = QPushButton("Save…")
+        save_button.setToolTip("Write these classes to a JSON file")
+        save_button.clicked.connect(self._ask_save)
+
+        self.table = QTableWidget(0, len(HEADERS))
+        self.table.setHorizontalHeaderLabels(HEADERS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.itemChanged.connect(self._on_table_edited)
+        add_button = QPushButton("Add class")
+        add_button.clicked.connect(self._add_class)
+        remove_button = QPushButton("Remove class")
+        remove_button.setToolTip("Remove the selected classes (their layers and picks stay)")
+        remove_button.clicked.connect(self._remove_selected)
+
+        self.make_button = QPushButton("Make picks layers")
+        self.make_button.setToolTip("One Points layer per class for the chosen tomogram; "
+                                    "autosaved picks of this tomogram are restored")
+        self.make_button.clicked.connect(self.make_picks_layers)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+
+        grid = QGridLayout()
+        grid.addWidget(QLabel("Tomogram"), 0, 0)
+        grid.addWidget(self.tomogram_combo, 0, 1, 1, 3)
+        grid.addWidget(QLabel("Classes"), 1, 0)
+        grid.addWidget(self.preset_combo, 1, 1)
+        grid.addWidget(load_button, 1, 2)
+        grid.addWidget(save_button, 1, 3)
+        buttons = QHBoxLayout()
+        buttons.addWidget(add_button)
+        buttons.addWidget(remove_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(grid)
+        layout.addWidget(self.table)
+        layout.addLayout(buttons)
+        layout.addWidget(self.make_button)
+        layout.addWidget(self.status)
+
+    def _fill_table(self) -> None:
+        counts = self.counts()
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(self.state.classes))
+        for row, cls in enumerate(self.state.classes):
+            values = (cls.name, f"{cls.radius_A:g}", f"{cls.weight:g}", cls.color,
+                      str(counts.get(cls.name, 0)))
+            for column, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                if column == COLOR:
+                    item.setBackground(QColor(cls.color))
+                    item.setForeground(QColor("black" if QColor(cls.color).lightness() > 128
+                                              else "white"))
+                if column == COUNT:
+                    item.setFlags(item.flags() & ~Qt.ItemIsEditable)
+                    item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+                self.table.setItem(row, column, item)
+        self.table.blockSignals(False)
+        self._fit_table_width()
+        preset = next((k for k, v in PRESETS.items() if list(v) == self.state.classes), CUSTOM)
+        self.preset_combo.setCurrentText(preset)
+
+    def _classes_from_table(self) -> list[ParticleClass]:
+        classes = []
+        for row in range(self.table.rowCount()):
+            texts = [self.table.item(row, c).text().strip() for c in (NAME, RADIUS, WEIGHT, COLOR)]
+            color = QColor(texts[3])
+            if not color.isValid():
+                raise ValueError(f"row {row + 1}: {texts[3]!r} is not a colour (e.g. #ff8800)")
+            try:
+                radius, weight = float(texts[1]), float(texts[2])
+            except ValueError as err:
+                raise ValueError(f"row {row + 1}: radius and weight must be numbers") from err
+            classes.append(ParticleClass(texts[0], radius, weight, color.name()))
+        check_unique_names(classes)
+        return classes
+
+    def _fit_table_width(self) -> None:
+        """Make the dock wide enough for the whole table (napari's style sets the font late)."""
+        self.table.resizeColumnsToContents()
+        scrollbar = self.table.verticalScrollBar().sizeHint().width()
+        self.table.setMinimumWidth(self.table.horizontalHeader().length() + scrollbar
+                                   + 2 * self.table.frameWidth())
+
+    def showEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        self._fit_table_width()
+
+    def _say(self, message: str) -> None:
+        self.status.setText(message)
+
+    # -- reactions --------------------------------------------------------------------
+    def _on_table_edited(self, item: QTableWidgetItem) -> None:
+        if item.column() == COUNT:
+            return
+        try:
+            classes = self._classes_from_table()
+        except ValueError as err:
+            self._say(f"Not changed: {err}")
+            self._fill_table()
+            return
+        old = self.state.classes
+        for before, after in zip(old, classes):
+            if before.name != after.name:
+                self._rename_class(before.name, after.name)
+        self.set_classes(classes)
+
+    def _on_classes_changed(self, classes: list[ParticleClass]) -> None:
+        self._fill_table()
+        by_name = {c.name: c for c in classes}
+        for layer in self.viewer.layers:
+            meta = _meta(layer)
+            cls = by_name.get(meta.get("class")) if isinstance(layer, Points) else None
+            if cls is None or (meta.get("radius_A"), meta.get("color")) == (cls.radius_A,
+                                                                              cls.color):
+                continue
+            meta.update(radius_A=cls.radius_A, color=cls.color)
+            layer.size = 2 * cls.radius_A
+            layer.current_size = 2 * cls.radius_A
+            layer.border_color = cls.color
+            layer.current_border_color = cls.color
+
+    def _rename_class(self, old: str, new: str) -> None:
+        for layer in self.viewer.layers:
+            meta = _meta(layer)
+            if isinstance(layer, Points) and meta.get("class") == old:
+                meta["class"] = new
+                layer.name = picks_layer_name(new, meta.get("role", PICKS))
+                if meta.get("role") == PICKS:
+                    self._mark_dirty(meta.get("tomogram", ""))
+
+    def _on_preset_chosen(self, name: str) -> None:
+        if name in PRESETS:
+            self.set_preset(name)
+
+    def _add_class(self) -> None:
+        names = {c.name for c in self.state.classes}
+        n = 1
+        while f"class_{n}" in names:
+            n += 1
+        color = distinct_color(c.color for c in self.state.classes)
+        self.set_classes([*self.state.classes,
+                          ParticleClass(f"class_{n}", DEFAULT_RADIUS_A, 1.0, color)])
+
+    def _remove_selected(self) -> None:
+        rows = {index.row() for index in self.table.selectionModel().selectedRows()}
+        self.set_classes([c for i, c in enumerate(self.state.classes) if i not in rows])
+
+    def _ask_load(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load particle classes", "",
+                                              "Classes (*.json *.yaml *.yml)")
+        if path:
+            self.load_classes_file(path)
+
+    def _ask_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save particle classes", "classes.json",
+                                              "JSON (*.json)")
+        if path:
+            save_classes(self.state.classes, path)
+            self._say(f"Saved the classes to {path}.")
+
+    def _on_tomogram_changed(self, name: str) -> None:
+        image = self.current_image()
+        self.state.tomogram = _tomogram_of(image) if image is not None else ""
+        self._update_counts()
+
+    def _on_inserted(self, event: Any) -> None:
+        self._watch(event.value)
+        self._on_layers_changed()
+
+    def _on_removing(self, event: Any) -> None:
+        layer = self.viewer.layers[event.index]
+        if _is_picks(layer) and self._dirty:
+            self.save_now()
+
+    def _on_layers_changed(self, event: Any = None) -> None:
+        self._refresh_tomograms()
+        self._update_counts()
+
+    def _on_picks_changed(self, event: Any) -> None:
+        self._mark_dirty(_meta(event.source).get("tomogram", ""))
+        self._update_counts()
+
+    def _mark_dirty(self, tomogram: str) -> None:
+        if tomogram:
+            self._dirty.add(tomogram)
+            self._timer.start()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if event.type() == QEvent.Close and self._dirty:
+            self.save_now()
+        return False
+
+    # -- helpers ----------------------------------------------------------------------
+    def _watch(self, layer: Layer) -> None:
+        if isinstance(layer, Points) and _meta(layer).get("radius_A"):
+            self._ensure_thick_slices(float(_meta(layer)["radius_A"]))
+        if _is_picks(layer):
+            layer.events.data.connect(self._on_picks_changed)
+        elif isinstance(layer, Image):
+            layer.events.name.connect(self._on_layers_changed)
+
+    def _ensure_thick_slices(self, radius_A: float) -> None:
+        """Make slices at least a particle radius thick on each side, so that a particle
+        shows in every slice through it (napari >= 0.9 draws points within the slice only)."""
+        dims = self.viewer.dims
+        left = tuple(max(m, radius_A) for m in dims.margin_left)
+        right = tuple(max(m, radius_A) for m in dims.margin_right)
+        if (left, right) != (tuple(dims.margin_left), tuple(dims.margin_right)):
+            dims.margin_left, dims.margin_right = left, right
+
+    def _refresh_tomograms(self) -> None:
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        current = self.tomogram_combo.currentText()
+        if names == [self.tomogram_combo.itemText(i) for i in range(self.tomogram_combo.count())]:
+            return
+        self.tomogram_combo.blockSignals(True)
+        self.tomogram_combo.clear()
+        self.tomogram_combo.addItems(names)
+        if current in names:
+            self.tomogram_combo.setCurrentText(current)
+        self.tomogram_combo.blockSignals(False)
+        self._on_tomogram_changed(self.tomogram_combo.currentText())
+
+    def _update_counts(self) -> None:
+        counts = self.counts()
+        self.table.blockSignals(True)
+        for row, cls in enumerate(self.state.classes):
+            item = self.table.item(row, COUNT)
+            if item is not None:
+                item.setText(str(counts.get(cls.name, 0)))
+        self.table.blockSignals(False)
+
+    def _picks_layers(self, tomogram: str) -> list[Points]:
+        return [layer for layer in self.viewer.layers
+                if _is_picks(layer) and _meta(layer).get("tomogram") == tomogram]
+
+    def _autosave_path(self, tomogram: str, image: Image | None = None) -> Path:
+        """The autosave of a tomogram: keyed by its Image layer's file when there is one."""
+        if tomogram not in self._autosave_paths:
+            if image is None:
+                image = next((layer for layer in self.viewer.layers if isinstance(layer, Image)
+                              and _tomogram_of(layer) == tomogram), None)
+            source = image.source.path if image is not None else None
+            self._autosave_paths[tomogram] = autosave.autosave_path(source or tomogram)
+        return self._autosave_paths[tomogram]
+
+    def _load_autosave(self, path: Path) -> tuple[pd.DataFrame | None, str]:
+        """The autosave (or None) and a note; an unreadable one is set aside, never
+        overwritten, and the note says where it went."""
+        try:
+            return autosave.load_autosave(path), ""
+        except (OSError, ValueError) as err:
+            kept = autosave.set_aside(path)
+            return None, f"The autosave could not be read ({err}); it was kept as {kept}"
+
+    def _autosave_table(self, tomogram: str, path: Path) -> pd.DataFrame:
+        """Picks of this tomogram's layers, plus autosaved picks of classes with no layer."""
+        layers = self._picks_layers(tomogram)
+        tables = [layer_picks(layer.data, {"metadata": layer.metadata, "name": layer.name,
+                                           "features": layer.features}, tomogram)
+                  for layer in layers]
+        previous, note = self._load_autosave(path)
+        if note:
+            self._say(note + ".")
+        if previous is not None:
+            with_layer = {_meta(layer)["class"] for layer in layers}
+            tables.append(previous[~previous["particle_type"].isin(with_layer)])
+        return concat_picks(tables)
+
+
+def _meta(layer: Layer) -> dict:
+    return layer.metadata.get(META, {})
+
+
+def _is_picks(layer: Layer) -> bool:
+    """A Points layer of user picks (not predictions or references) with a class."""
+    meta = _meta(layer)
+    return isinstance(layer, Points) and meta.get("role") == PICKS and "class" in meta
+
+
+def _tomogram_of(image: Image) -> str:
+    return _meta(image).get("tomogram") or image.name
