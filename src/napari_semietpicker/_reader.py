@@ -19,7 +19,7 @@ from typing import Any
 import mrcfile
 import pandas as pd
 
-from .classes import PRESETS, ParticleClass
+from .classes import classes_for_names
 from .io.formats import read_any_tomogram, read_picks
 from .io.picks import REQUIRED_COLUMNS
 from .io.star import CLASS_COLUMN, TOMO_NAME, read_star_table
@@ -31,14 +31,6 @@ LayerDataTuple = tuple[Any, dict, str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerDataTuple]]
 
 PICKS_SUFFIXES = (".csv", ".star", ".coords")
-#: Radius given to classes that are not in a preset (Angstrom); edit it in the classes dock.
-DEFAULT_RADIUS_A = 100.0
-#: Distinct colours (Trubetskoy's list); the CZII preset uses the first six.
-PALETTE = (
-    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-    "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
-    "#808000", "#ffd8b1", "#000075", "#808080",
-)
 #: Class given to .coords and STAR picks whose file names no class.
 UNNAMED_CLASS = "particle"
 _PROBE_BYTES = 1 << 20
@@ -131,30 +123,6 @@ def read_picks_with_context(path: Path) -> pd.DataFrame:
             f"{err}; put the tomogram(s) ({', '.join(names[:3])}.mrc) beside the STAR file so "
             "that their voxel size and shape are known"
         ) from err
-
-
-def classes_for_names(names: Iterable[str]) -> list[ParticleClass]:
-    """Classes for the names found in a picks file: CZII ones keep their preset radius and
-    colour; others get :data:`DEFAULT_RADIUS_A` and a colour no other class here uses."""
-    czii = {c.name: c for c in PRESETS["czii"]}
-    names = list(dict.fromkeys(str(n) for n in names))
-    used = [czii[n].color for n in names if n in czii]
-    classes = []
-    for name in names:
-        if name in czii:
-            classes.append(czii[name])
-        else:
-            color = distinct_color(used)
-            used.append(color)
-            classes.append(ParticleClass(name, DEFAULT_RADIUS_A, 1.0, color))
-    return classes
-
-
-def distinct_color(used: Iterable[str]) -> str:
-    """The first palette colour not in ``used`` (cycling once the palette is exhausted)."""
-    used = [u.lower() for u in used]
-    free = [c for c in PALETTE if c not in used]
-    return free[0] if free else PALETTE[len(used) % len(PALETTE)]
 
 
 def add_tomogram_info(layers: Iterable[LayerDataTuple], tomogram: Tomogram) -> None:

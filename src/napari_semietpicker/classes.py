@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +34,14 @@ class ParticleClass:
                 f"particle class {self.name!r}: weight must be >= 0, got {self.weight}")
 
 
+#: Radius given to classes that are not in a preset (Angstrom); edit it in the classes dock.
+DEFAULT_RADIUS_A = 100.0
+#: Distinct colours (Trubetskoy's list); the CZII preset uses the first six.
+PALETTE = (
+    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+    "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
+    "#808000", "#ffd8b1", "#000075", "#808080",
+)
 PRESETS: dict[str, tuple[ParticleClass, ...]] = {
     "czii": (
         ParticleClass("apo-ferritin", 60.0, 1.0, "#e6194b"),
@@ -104,3 +112,27 @@ def check_unique_names(classes: Sequence[ParticleClass]) -> None:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"duplicate particle class names: {', '.join(duplicates)}")
+
+
+def classes_for_names(names: Iterable[str]) -> list[ParticleClass]:
+    """Classes for the names found in a picks file: CZII ones keep their preset radius and
+    colour; others get :data:`DEFAULT_RADIUS_A` and a colour no other class here uses."""
+    czii = {c.name: c for c in PRESETS["czii"]}
+    names = list(dict.fromkeys(str(n) for n in names))
+    used = [czii[n].color for n in names if n in czii]
+    classes = []
+    for name in names:
+        if name in czii:
+            classes.append(czii[name])
+        else:
+            color = distinct_color(used)
+            used.append(color)
+            classes.append(ParticleClass(name, DEFAULT_RADIUS_A, 1.0, color))
+    return classes
+
+
+def distinct_color(used: Iterable[str]) -> str:
+    """The first palette colour not in ``used`` (cycling once the palette is exhausted)."""
+    used = [u.lower() for u in used]
+    free = [c for c in PALETTE if c not in used]
+    return free[0] if free else PALETTE[len(used) % len(PALETTE)]

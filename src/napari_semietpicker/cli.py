@@ -10,6 +10,7 @@ import argparse
 import glob
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -153,47 +154,48 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- predict ---------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
     from tqdm import tqdm
 
+    from . import distributed
+    from .batch import predict_many
     from .checkpoint import load_model
-    from .io.formats import write_picks
-    from .io.tomogram import write_tomogram
-    from .predict import PredictConfig, pick_tomogram
+    from .predict import PredictConfig
     from .train import resolve_device
 
     device = resolve_device(args.device)
+    distributed.init_from_env(device.type)
     model, card = load_model(args.model, device)
     config = PredictConfig(window=args.window, overlap=args.overlap, tta=args.tta,
                            batch_size=args.batch_size)
     thresholds = args.threshold if args.threshold is not None else \
         {c.name: card.threshold(c.name) for c in card.classes}
-    tables = []
     tomograms = _tomograms(args, args.tomograms, args.runs)
     if not tomograms:
         raise ValueError("give tomograms to pick, or --copick (with --runs, or all runs)")
-    shapes = {}
-    for tomogram in tomograms:
-        shapes[tomogram.name] = tomogram.shape
-        with tqdm(desc=tomogram.name, unit="window", disable=args.quiet) as bar:
-            def on_progress(done: int, total: int, bar=bar) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-            peaks, heat = pick_tomogram(model, card, tomogram, config, device, on_progress)
-        picks = peaks.at(thresholds)
-        tables.append(picks)
-        print(f"{tomogram.name}: " + ", ".join(
-            f"{c.name} {int((picks['particle_type'] == c.name).sum())}" for c in card.classes))
-        if args.heatmaps:
-            for c, cls in enumerate(card.classes):
-                write_tomogram(Path(args.heatmaps) / f"{tomogram.name}_{cls.name}.mrc",
-                               heat[c].cpu().numpy().astype(np.float32),
-                               card.voxel_size * card.model.output_stride)
-    write_picks(pd.concat(tables, ignore_index=True), args.out, keep_previous=True,
-                voxel_size=tomograms[0].voxel_size, shape_by_experiment=shapes,
-                format=args.format, user_id=args.user, session_id=args.session)
-    print(f"wrote {sum(len(t) for t in tables)} picks to {args.out}")
+
+    def progress(tomogram):
+        bar = tqdm(desc=tomogram.name, unit="window", disable=args.quiet, leave=False)
+
+        def on_progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+            if done == total:
+                bar.close()
+        return on_progress
+
+    merged = predict_many(
+        model, card, args.model, tomograms, args.out, thresholds, config, device,
+        overwrite=args.overwrite, heatmaps_dir=args.heatmaps, progress=progress,
+        write_options=dict(voxel_size=tomograms[0].voxel_size, format=args.format,
+                           shape_by_experiment={t.name: t.shape for t in tomograms},
+                           user_id=args.user, session_id=args.session))
+    if merged is not None:
+        counts = merged.groupby(["experiment", "particle_type"]).size()
+        for name in [t.name for t in tomograms]:
+            per_class = counts.get(name, {})
+            print(f"{name}: " + ", ".join(f"{c.name} {int(per_class.get(c.name, 0))}"
+                                         for c in card.classes))
+        print(f"wrote {len(merged)} picks to {args.out}")
     return 0
 
 
@@ -299,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=256, help="largest window side (voxels)")
     p.add_argument("--overlap", type=float, default=0.25)
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
+    p.add_argument("--overwrite", action="store_true",
+                   help="pick again tomograms already done (default: skip them)")
     _add_source_options(p)
     p.set_defaults(func=cmd_predict)
 
@@ -337,9 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``semietpicker`` console script."""
+    from . import distributed
+
     args = build_parser().parse_args(argv)
+    worker = distributed.launched_by_torchrun() and os.environ.get("RANK", "0") != "0"
+    args.quiet = args.quiet or worker  # one progress bar and one log under torchrun
+    prefix = f"[rank {os.environ['RANK']}] " if distributed.launched_by_torchrun() else ""
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s: %(message)s")
+                        format=f"{prefix}%(levelname)s: %(message)s")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, ImportError) as err:
@@ -347,6 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"semietpicker {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if distributed.is_distributed():
+            distributed.barrier()
+            torch_dist = distributed.dist
+            torch_dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
                  role: str = PICKS) -> tuple:
     """A Points LayerDataTuple for one class: size = particle diameter, class colour.
 
-    Scores (when present) become a ``score`` feature; points show in 2D slices within
-    their radius (``out_of_slice_display``).
+    Scores (when present) become a ``score`` feature (1.0 for points clicked by hand);
+    with a slice thickness of a radius, points show in nearby 2D slices as discs shrinking
+    away from their centre (``rescale_spherical``).
     """
     own = picks[(picks["particle_type"] == cls.name) & (picks["experiment"] == experiment)]
     features = {"score": own["score"].to_numpy(float) if "score" in own else
@@ -54,8 +55,9 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
         "face_color": "transparent",
         "border_color": cls.color,
         "border_width": 0.08,
-        "out_of_slice_display": True,
+        "projection_mode": "rescale_spherical",
         "features": pd.DataFrame(features),
+        "feature_defaults": {"score": 1.0},
         "ndim": 3,
         "units": "angstrom",
         "metadata": {META: {"class": cls.name, "tomogram": experiment, "role": role,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed as dist
 from .augment import random_flip_rot, random_intensity, strong_augment
 from .checkpoint import ModelCard, load_model, load_trainer_state, save_model, save_trainer_state
 from .classes import ParticleClass
@@ -71,10 +72,10 @@ class TrainResult:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    """``auto`` picks CUDA (this rank's GPU under torchrun), then Apple MPS, then the CPU."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", dist.local_rank() % torch.cuda.device_count())
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -93,7 +94,12 @@ def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
 
 
 class Trainer:
-    """Trains a model directory: burn-in on labelled crops, then optional co-training."""
+    """Trains a model directory: burn-in on labelled crops, then optional co-training.
+
+    Under torchrun the student is wrapped in DistributedDataParallel: each rank samples
+    its own crops (seed + rank), gradients are averaged, the EMA teacher is updated
+    identically on every rank, and rank 0 alone writes the model directory.
+    """
 
     def __init__(self, config: TrainConfig, classes: Sequence[ParticleClass],
                  labelled: Sequence[Volume], out_dir: str | Path,
@@ -103,12 +109,13 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.voxel_size = check_training_set(labelled, classes, unlabelled)
         self.device = resolve_device(config.device)
+        dist.init_from_env(self.device.type)
         self.total_steps = config.steps + (config.cotrain_steps if unlabelled else 0)
         if config.cotrain_steps and not unlabelled:
             log.warning("co-training asked for but no unlabelled tomograms given: "
                         "training supervised only (burn-in)")
-        self.generator = torch.Generator().manual_seed(config.seed)
-        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed + dist.rank())
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
         model_config = ModelConfig(n_classes=len(classes), preset=config.preset)
         crop_shape = crop_shape_for([*labelled, *unlabelled], config.crop)
         self.labelled = CropSampler(labelled, crop_shape, classes, model_config.output_stride,
@@ -118,6 +125,12 @@ class Trainer:
         self.student = build_model(model_config).to(self.device)
         self.teacher: torch.nn.Module | None = None
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
+        self.forward_student = self.student
+        if dist.is_distributed():
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_student = DistributedDataParallel(self.student, device_ids=ids)
         self.step = 0
         self.losses: list[float] = []
         self.card = ModelCard(classes=self.classes, voxel_size=self.voxel_size,
@@ -138,13 +151,23 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
+        if dist.is_distributed():  # rank 0's saved sampler state: decorrelate the ranks again
+            self.generator.manual_seed(self.config.seed + 7919 * self.step + dist.rank())
         self.losses = [float(x) for x in state["losses"]]
         if self.step > self.config.steps and self.unlabelled is not None:
             self.teacher, _ = load_model(self.out_dir, self.device)
         log.info("resumed %s at step %d", self.out_dir, self.step)
 
     def save(self) -> None:
-        """Write the prediction model (teacher once co-training runs) and the resume state."""
+        """Write the prediction model (teacher once co-training runs) and the resume state.
+
+        Collective under torchrun (buffers are synchronised first); only rank 0 writes.
+        """
+        dist.broadcast_buffers(self.student)
+        if self.teacher is not None:
+            dist.broadcast_buffers(self.teacher)
+        if not dist.is_main():
+            return
         self.card.history.update(steps_done=self.step, losses=self.losses[-2000:])
         save_model(self.out_dir, self.teacher if self.teacher is not None else self.student,
                    self.card)
@@ -165,7 +188,7 @@ class Trainer:
         image = random_intensity(image, self.generator)
         image, target = image.to(self.device), target.to(self.device)
         with self._autocast():
-            pred = self.student(image)
+            pred = self.forward_student(image)
         return reweighted_mse(pred, target, self.config.lam)
 
     def _unlabelled_loss(self) -> torch.Tensor:
@@ -176,7 +199,7 @@ class Trainer:
         views = FLIP_VIEWS if self.config.multi_view else ((),)
         with self._autocast():
             pseudo = predict_views(self.teacher, image.to(self.device), views)
-            pred = self.student(strong)
+            pred = self.forward_student(strong)
         return reweighted_mse(pred, pseudo, self.config.lam)
 
     def _train_step(self) -> tuple[float, float | None]:
@@ -188,7 +211,7 @@ class Trainer:
         if self.teacher is not None:
             loss_u = self._unlabelled_loss()
             loss = loss + self.config.unlabelled_weight * loss_u
-        if not torch.isfinite(loss):
+        if dist.any_rank(not torch.isfinite(loss).item(), self.device):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -207,7 +230,7 @@ class Trainer:
         start, first_step = time.perf_counter(), self.step
         reason = "done"
         while self.step < self.total_steps:
-            if should_stop is not None and should_stop():
+            if dist.any_rank(should_stop is not None and should_stop(), self.device):
                 reason = "stopped"
                 break
             if self.step >= self.config.steps and self.teacher is None and self.unlabelled:
@@ -221,7 +244,7 @@ class Trainer:
                 return TrainResult(self.step, True, f"diverged: {err}", self.losses)
             self.step += 1
             self.losses.append(loss)
-            if on_progress is not None:
+            if on_progress is not None and dist.is_main():
                 elapsed = time.perf_counter() - start
                 rate = elapsed / (self.step - first_step)
                 on_progress(TrainProgress(

@@ -42,9 +42,17 @@ from qtpy.QtWidgets import (
 )
 
 from .. import autosave
-from .._reader import DEFAULT_RADIUS_A, classes_for_names, distinct_color
 from .._writer import concat_picks, layer_picks
-from ..classes import PRESETS, ParticleClass, check_unique_names, load_classes, save_classes
+from ..classes import (
+    DEFAULT_RADIUS_A,
+    PRESETS,
+    ParticleClass,
+    check_unique_names,
+    classes_for_names,
+    distinct_color,
+    load_classes,
+    save_classes,
+)
 from ..io.picks import empty_picks
 from ..layers import META, PICKS, picks_layer_name, points_layer
 
