@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from scipy.spatial import cKDTree
 
 from .classes import ParticleClass
 from .heatmap import class_sigmas, input_to_output, render_targets
@@ -57,7 +58,30 @@ def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
             f"z={first.z} A; are the coordinates in Angstrom, for this tomogram?"
         )
     class_index = np.array([names.index(n) for n in own["particle_type"]], dtype=int)
-    return Volume(tomogram.name, data, tomogram.voxel_size, positions, class_index)
+    radii = np.array([c.radius_A for c in classes]) / tomogram.voxel_size
+    keep = unique_picks(positions, class_index, radii)
+    if not keep.all():
+        log.warning("picks of %s: dropped %d duplicate pick(s) (same class, closer than %.0f%% "
+                    "of the radius to another pick)", tomogram.name, int((~keep).sum()),
+                    100 * DUPLICATE_FRACTION)
+    return Volume(tomogram.name, data, tomogram.voxel_size, positions[keep], class_index[keep])
+
+
+#: Two picks of one class closer than this fraction of its radius mark one particle.
+DUPLICATE_FRACTION = 0.2
+
+
+def unique_picks(positions: np.ndarray, class_index: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Mask keeping the first of each group of same-class picks within 20% of a radius."""
+    keep = np.ones(len(positions), dtype=bool)
+    for cls in np.unique(class_index):
+        rows = np.flatnonzero(class_index == cls)
+        if len(rows) < 2:
+            continue
+        pairs = cKDTree(positions[rows]).query_pairs(DUPLICATE_FRACTION * radii[cls],
+                                                      output_type="ndarray")
+        keep[rows[pairs.max(axis=1)]] = False
+    return keep
 
 
 def check_training_set(labelled: Sequence[Volume], classes: Sequence[ParticleClass],

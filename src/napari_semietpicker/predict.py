@@ -11,7 +11,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -183,6 +183,42 @@ def rescale_to_model(volume: np.ndarray, voxel_size: float, model_voxel_size: fl
     return resized[0, 0].numpy()
 
 
+def to_tomogram_frame(picks: pd.DataFrame, model_voxel_size: float, model_shape: Sequence[int],
+                      tomogram: Tomogram) -> pd.DataFrame:
+    """Map picks found on a resampled grid back to the tomogram's own Angstrom frame.
+
+    Resampling with ``align_corners=False`` keeps the volume's outer edges, so model
+    voxel p sits at tomogram voxel (p + 0.5) * n / n' - 0.5 on each axis.
+    """
+    if tuple(model_shape) == tomogram.shape:
+        return picks
+    picks = picks.copy()
+    for axis, column in enumerate(("z", "y", "x")):
+        scale = tomogram.shape[axis] / model_shape[axis]
+        model_index = picks[column].to_numpy(float) / model_voxel_size
+        picks[column] = ((model_index + 0.5) * scale - 0.5) * tomogram.voxel_size
+    return picks
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for CUDA, MPS and host allocation failures (torch raises several types)."""
+    if isinstance(err, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text
+                                              or "can't allocate memory" in text)
+
+
+def smaller_for_memory(config: PredictConfig) -> PredictConfig | None:
+    """The next setting to try after running out of memory: fewer, then smaller windows."""
+    if config.batch_size > 1:
+        return replace(config, batch_size=config.batch_size // 2)
+    if config.window > 2 * SIZE_MULTIPLE:
+        return replace(config, window=max(2 * SIZE_MULTIPLE,
+                                          config.window // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE))
+    return None
+
+
 def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
                   config: PredictConfig | None = None, device: torch.device | str = "cpu",
                   on_progress: Callable[[int, int], None] | None = None,
@@ -190,12 +226,28 @@ def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
                   ) -> tuple[PeakCache, torch.Tensor]:
     """Normalise, resample to the model's voxel size if needed, predict, find peaks.
 
-    Returns the peak cache (positions in Angstrom of the tomogram's own frame) and the
-    heatmaps on the model's output grid.
+    Out of memory, it retries with fewer windows per batch, then smaller windows, and
+    says so. Returns the peak cache (positions in Angstrom of the tomogram's own frame)
+    and the heatmaps on the model's (possibly resampled) output grid.
     """
+    config = config or PredictConfig()
     volume = normalize(tomogram.data, name=tomogram.name)
     volume = rescale_to_model(volume, tomogram.voxel_size, card.voxel_size, tomogram.name)
-    heat = predict_heatmaps(model, volume, config, device, on_progress, should_stop)
+    while True:
+        try:
+            heat = predict_heatmaps(model, volume, config, device, on_progress, should_stop)
+            break
+        except Exception as err:
+            smaller = smaller_for_memory(config) if is_out_of_memory(err) else None
+            if smaller is None:
+                raise
+            log.warning("%s: out of memory with %d window(s) of %d voxels; retrying with %d "
+                        "of %d", tomogram.name, config.batch_size, config.window,
+                        smaller.batch_size, smaller.window)
+            config = smaller
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     peaks = peaks_from_heatmaps(heat, card, tomogram.name, card.voxel_size,
                                 volume_shape=volume.shape)
+    peaks.picks = to_tomogram_frame(peaks.picks, card.voxel_size, volume.shape, tomogram)
     return peaks, heat

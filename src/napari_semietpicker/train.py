@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import distributed as dist
@@ -22,7 +23,8 @@ from .checkpoint import ModelCard, load_model, load_trainer_state, save_model, s
 from .classes import ParticleClass
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
 from .losses import reweighted_mse
-from .model import ModelConfig, build_model
+from .model import SIZE_MULTIPLE, ModelConfig, build_model
+from .predict import is_out_of_memory
 from .semi import FLIP_VIEWS, ema_update, predict_views
 
 log = logging.getLogger(__name__)
@@ -220,6 +222,26 @@ class Trainer:
             ema_update(self.teacher, self.student, self.config.ema_alpha)
         return loss.item(), None if loss_u is None else loss_u.item()
 
+    def _shrink_for_memory(self) -> bool:
+        """After running out of memory: halve the batch, else shrink crops; False if minimal."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        before = (self.config.batch_size, tuple(self.labelled.crop_shape))
+        if self.config.batch_size > 1:
+            self.config.batch_size //= 2
+        elif self.labelled.crop_shape.max() > SIZE_MULTIPLE:
+            crop = np.maximum(self.labelled.crop_shape - SIZE_MULTIPLE, SIZE_MULTIPLE)
+            for sampler in (self.labelled, self.unlabelled):
+                if sampler is not None:
+                    sampler.crop_shape = crop
+        else:
+            return False
+        log.warning("out of memory at step %d with batch %d of crops %s; retrying with batch %d "
+                    "of crops %s", self.step, *before, self.config.batch_size,
+                    tuple(int(s) for s in self.labelled.crop_shape))
+        return True
+
     # -- the loop ----------------------------------------------------------------------
     def run(self, on_progress: Callable[[TrainProgress], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> TrainResult:
@@ -242,6 +264,10 @@ class Trainer:
             except FloatingPointError as err:
                 log.error("%s; stopping and keeping the last checkpoint", err)
                 return TrainResult(self.step, True, f"diverged: {err}", self.losses)
+            except Exception as err:
+                if not (is_out_of_memory(err) and self._shrink_for_memory()):
+                    raise
+                continue
             self.step += 1
             self.losses.append(loss)
             if on_progress is not None and dist.is_main():

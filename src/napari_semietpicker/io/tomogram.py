@@ -51,8 +51,11 @@ def read_tomogram(path: str | Path, voxel_size: float | None = None) -> Tomogram
         raise FileNotFoundError(f"{path}: no such tomogram file")
     try:
         mrc = mrcfile.mmap(path, mode="r", permissive=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable MRC file ({err})") from err
+    except Exception as err:  # mrcfile and mmap raise many kinds for damaged headers
+        reason = str(err)
+        if "greater than file size" in reason or "must be positive" in reason:
+            reason = "the file is shorter than its header says: truncated, or a corrupted header"
+        raise ValueError(f"{path}: not a readable MRC file ({reason})") from err
     # Closing drops mrcfile's reference only; the memory map stays valid for our array.
     with mrc:
         header = mrc.header
