@@ -2,9 +2,13 @@
 
 Prints wall time (read + normalise + sliding window + peaks + CSV) and peak memory,
 per preset, without and with the four flip views, and the time to re-pick after a
-threshold change from cached peaks. Weights are random: speed does not depend on them.
+threshold change from cached peaks. In the same run, the same volume goes through
+MONAI's ``sliding_window_inference`` (overlap 0.25, Gaussian blending) with a MONAI
+``BasicUNet`` of comparable width, and the ratio is printed. Weights are random:
+speed does not depend on them.
 
-    python benchmarks/predict_speed.py [--presets light] [--device cpu] [--window 160]
+    pip install monai   # for the baseline (the ``bench`` extra)
+    python benchmarks/predict_speed.py [--presets light paper] [--device cuda] [--window 256]
 """
 
 from __future__ import annotations
@@ -40,6 +44,37 @@ def machine(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def monai_baseline(path: Path, n_classes: int, device: torch.device, roi: int,
+                   batch_size: int, tta: bool) -> float:
+    """Seconds for the same job through MONAI: read, normalise, sliding window, peaks."""
+    from monai.inferers import sliding_window_inference
+    from monai.networks.nets import BasicUNet
+
+    from napari_semietpicker.heatmap import find_peaks
+    from napari_semietpicker.io.tomogram import normalize
+
+    net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=n_classes,
+                    features=(16, 16, 32, 64, 128, 16)).to(device).eval()
+    start = time.perf_counter()
+    volume = torch.from_numpy(normalize(read_tomogram(path).data))[None, None].to(device)
+    views = [(), (2,), (3,), (4,)] if tta else [()]
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                         enabled=device.type == "cuda"):
+        total = None
+        for dims in views:
+            x = volume.flip(dims) if dims else volume
+            out = sliding_window_inference(x, (roi,) * 3, batch_size, net, overlap=0.25,
+                                           mode="gaussian")
+            out = torch.sigmoid(out.flip(dims) if dims else out).float()
+            total = out if total is None else total + out
+    heat = total[0] / len(views)
+    for c in range(n_classes):
+        find_peaks(heat[c], 3, 0.05)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["light"])
@@ -47,6 +82,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--no-tta", action="store_true", help="skip the four-view runs")
+    parser.add_argument("--no-monai", action="store_true", help="skip the MONAI baseline")
+    parser.add_argument("--monai-roi", type=int, default=128, help="MONAI window side")
     args = parser.parse_args()
     device = resolve_device(args.device)
     classes = load_classes("czii")
@@ -58,7 +95,8 @@ def main() -> None:
         print(f"device: {machine(device)}; tomogram {CZII_SHAPE} at 10 A; "
               f"window {args.window}, overlap 0.25, batch {args.batch_size}")
         print(f"{'preset':8} {'views':>5} {'time s':>8} {'re-pick ms':>10} {'peak host GB':>12} "
-              f"{'peak GPU GB':>11} {'peaks':>8}")
+              f"{'peak GPU GB':>11} {'peaks':>8} {'MONAI s':>8} {'MONAI/ours':>10}")
+        baseline: dict[bool, float] = {}
         for preset in args.presets:
             config = ModelConfig(n_classes=len(classes), preset=preset)
             model = build_model(config).to(device).eval()
@@ -84,9 +122,13 @@ def main() -> None:
                 repick_ms = (time.perf_counter() - t) / 20 * 1000
                 gpu = torch.cuda.max_memory_allocated(device) / 1024**3 \
                     if device.type == "cuda" else float("nan")
+                if not args.no_monai and tta not in baseline:
+                    baseline[tta] = monai_baseline(path, len(classes), device, args.monai_roi,
+                                                   args.batch_size, tta)
+                monai_s = baseline.get(tta, float("nan"))
                 print(f"{preset:8} {4 if tta else 1:>5} {elapsed:>8.2f} {repick_ms:>10.2f} "
-                      f"{peak_host_memory_gb():>12.2f} {gpu:>11.2f} {len(peaks.picks):>8}",
-                      flush=True)
+                      f"{peak_host_memory_gb():>12.2f} {gpu:>11.2f} {len(peaks.picks):>8} "
+                      f"{monai_s:>8.2f} {monai_s / elapsed:>10.2f}", flush=True)
 
 
 if __name__ == "__main__":
