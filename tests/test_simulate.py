@@ -19,7 +19,7 @@ SHAPE = (40, 80, 96)  # non-cubic on purpose
 @pytest.fixture(scope="module")
 def clean():
     """A crowded noiseless tomogram without distractors (every particle is a pick)."""
-    return simulate.simulate_tomogram(SHAPE, snr=None, seed=7, density=15, distractors=0)
+    return simulate.simulate_tomogram(SHAPE, snr=np.inf, seed=7, density=15, distractors=0)
 
 
 def test_same_seed_same_tomogram_other_seed_differs():
@@ -93,6 +93,9 @@ def test_noise_matches_the_snr(clean):
     noise = noisy.data - tomogram.data
     assert np.var(noise) == pytest.approx(1 / 0.25, rel=0.01)
     assert abs(float(noise.mean())) < 0.01
+    default, _ = simulate.simulate_tomogram((16, 24, 24), snr=None, seed=1)
+    explicit, _ = simulate.simulate_tomogram((16, 24, 24), snr=simulate.DEFAULT_SNR, seed=1)
+    np.testing.assert_array_equal(default.data, explicit.data)
 
 
 def test_missing_wedge_is_empty_before_and_after_noise(clean):
@@ -144,7 +147,7 @@ def test_class_templates_fit_the_class_radii():
 def test_without_templates_custom_classes_get_synthetic_shapes(tmp_path, monkeypatch):
     monkeypatch.setenv(simulate.TEMPLATES_ENV, str(tmp_path))  # an empty folder
     classes = [ParticleClass("mystery", 80.0), ParticleClass("ribosome", 150.0)]
-    tomogram, picks = simulate.simulate_tomogram(SHAPE, classes=classes, snr=None, seed=2,
+    tomogram, picks = simulate.simulate_tomogram(SHAPE, classes=classes, snr=np.inf, seed=2,
                                                  density=8)
     assert set(picks["particle_type"]) <= {"mystery", "ribosome"} and len(picks) > 0
     assert np.isfinite(tomogram.data).all() and tomogram.data.std() > 0

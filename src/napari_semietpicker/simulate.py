@@ -105,7 +105,7 @@ def simulate_tomogram(
     shape: Sequence[int] = (64, 128, 128),
     voxel_size: float = 10.0,
     classes: Sequence[ParticleClass] | None = None,
-    snr: float | None = DEFAULT_SNR,
+    snr: float | None = None,
     seed: int = 0,
     density: float = 1.0,
     distractors: float = DEFAULT_DISTRACTORS,
@@ -116,14 +116,15 @@ def simulate_tomogram(
     ``classes`` defaults to the six CZII classes. ``density`` multiplies the real CZII
     number densities; ``distractors`` is the expected number of unlabelled particles per
     labelled one. ``snr`` is the signal variance inside the particles over the noise
-    variance; ``None`` or ``inf`` gives the noiseless volume. The same seed gives the same
-    layout and clean signal whatever the SNR.
+    variance: ``None`` means ``DEFAULT_SNR``, ``float("inf")`` the noiseless volume. The
+    same seed gives the same layout and clean signal whatever the SNR.
     """
     shape = _check_shape(shape)
     if not (np.isfinite(voxel_size) and voxel_size > 0):
         raise ValueError(f"voxel size must be a positive number of Angstrom, got {voxel_size}")
-    if snr is not None and not snr > 0:
-        raise ValueError(f"snr must be > 0 (or None for no noise), got {snr}")
+    snr = DEFAULT_SNR if snr is None else float(snr)
+    if not snr > 0:
+        raise ValueError(f"snr must be > 0 (inf for no noise), got {snr}")
     if density < 0 or distractors < 0:
         raise ValueError("density and distractors must be >= 0")
     classes = list(load_classes("czii") if classes is None else classes)
@@ -153,7 +154,7 @@ def simulate_dataset(
     n: int,
     shape: Sequence[int] = (64, 128, 128),
     voxel_size: float = 10.0,
-    snr: float | None = DEFAULT_SNR,
+    snr: float | None = None,
     seed: int = 0,
     classes: Sequence[ParticleClass] | None = None,
     density: float = 1.0,
@@ -163,6 +164,7 @@ def simulate_dataset(
     ``out_dir/picks.csv``; return the picks.
 
     Tomogram ``i`` uses a seed derived from ``(seed, i)``, so it does not depend on ``n``.
+    The other arguments are those of :func:`simulate_tomogram`.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -273,7 +275,7 @@ def image_formation(
     density: np.ndarray,
     voxel_size: float,
     defocus_A: float,
-    snr: float | None,
+    snr: float,
     signal_mask: np.ndarray,
     seed: int | np.random.SeedSequence = 0,
 ) -> np.ndarray:
@@ -283,7 +285,8 @@ def image_formation(
     dark; the signal is scaled to unit variance inside ``signal_mask``; the noise is
     white Gaussian noise with the missing wedge removed as well (every frequency a tilt
     series never measured is absent from a real tomogram, noise included), scaled to the
-    requested SNR. ``density`` is overwritten to save memory.
+    requested SNR (``inf``: none). Keep no other reference to ``density``: it is freed
+    once transformed, which bounds the peak memory.
     """
     shape = density.shape
     wedge = missing_wedge_mask(shape)
@@ -306,7 +309,7 @@ def image_formation(
     spread = float(np.std(values, dtype=np.float64))
     if spread > 0:
         signal *= np.float32(1.0 / spread)
-    if snr is None or np.isinf(snr):
+    if np.isinf(snr):
         return signal
     rng = np.random.default_rng(seed)
     noise_spectrum = fft.rfftn(rng.standard_normal(shape, dtype=np.float32), workers=-1)
