@@ -87,6 +87,8 @@ DEFOCUS_RANGE_A = (25000.0, 40000.0)
 AMPLITUDE_CONTRAST = 0.07
 B_FACTOR_A2 = 1000.0
 TILT_RANGE_DEG = 60.0
+# SNR 0.05: a tiny 3D U-Net (600 CPU steps) reaches F1@0.5r ~1.0 on the VLP and
+# apo-ferritin, 0.7 ribosome, 0.35 thyroglobulin, <0.1 beta-galactosidase/-amylase.
 DEFAULT_SNR = 0.05
 DEFAULT_DISTRACTORS = 0.5
 
