@@ -9,7 +9,7 @@ then the mean and spread over seeds.
 Reduced setting (this 2-core CPU, under an hour):
     python benchmarks/ablation.py
 Full setting (a GPU):
-    python benchmarks/ablation.py --shape 128 256 256 --burn-in 3000 --cotrain 3000 \
+    python benchmarks/ablation.py --shape 128 320 320 --burn-in 3000 --cotrain 3000 \
         --preset paper --crop 96 --batch-size 4 --unlabelled 16 --test 8 --seeds 0 1 2
 """
 
@@ -39,7 +39,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--labelled", type=int, default=2)
     p.add_argument("--unlabelled", type=int, default=8)
     p.add_argument("--test", type=int, default=4)
-    p.add_argument("--shape", type=int, nargs=3, default=(64, 128, 128))
+    p.add_argument("--shape", type=int, nargs=3, default=(64, 192, 192))
+    p.add_argument("--density", type=float, default=3.0, help="x the CZII particle density")
     p.add_argument("--data-seed", type=int, default=1000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--burn-in", type=int, default=500)
@@ -75,7 +76,7 @@ def main() -> None:
     n = args.labelled + args.unlabelled + args.test
     start = time.perf_counter()
     picks = simulate_dataset(out / "data", n=n, shape=tuple(args.shape), seed=args.data_seed,
-                             classes=classes)
+                             classes=classes, density=args.density)
     tomograms = [read_tomogram(p) for p in sorted((out / "data" / "tomograms").glob("*.mrc"))]
     labelled_t = tomograms[:args.labelled]
     unlabelled_t = tomograms[args.labelled:args.labelled + args.unlabelled]

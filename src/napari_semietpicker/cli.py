@@ -72,7 +72,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     picks = simulate_dataset(args.out, n=args.n, shape=tuple(args.shape),
                              voxel_size=args.voxel_size, snr=args.snr, seed=args.seed,
-                             classes=load_classes(args.classes))
+                             classes=load_classes(args.classes), density=args.density)
     counts = picks.groupby("particle_type").size().to_dict()
     print(f"wrote {args.n} tomogram(s) to {Path(args.out) / 'tomograms'} and "
           f"{len(picks)} picks to {Path(args.out) / 'picks.csv'}: {counts}")
@@ -247,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=3, help="number of tomograms")
     p.add_argument("--shape", type=int, nargs=3, default=(64, 128, 128), metavar=("D", "H", "W"))
     p.add_argument("--voxel-size", type=float, default=10.0, help="Angstrom per voxel")
-    p.add_argument("--snr", type=float, default=None, help="signal-to-noise ratio")
+    p.add_argument("--snr", type=float, default=None,
+                   help="signal-to-noise ratio (default 0.05, like real tomograms)")
+    p.add_argument("--density", type=float, default=1.0,
+                   help="particle density relative to the real CZII tomograms")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", default="czii", help="preset name or JSON/YAML file")
     p.set_defaults(func=cmd_simulate)

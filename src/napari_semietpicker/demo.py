@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-DEMO_SHAPE = (64, 128, 128)
+DEMO_SHAPE = (64, 192, 192)
+#: Three times the CZII particle density: about 30 particles per demo tomogram.
+DEMO_DENSITY = 3.0
 
 
 def has_display() -> bool:
@@ -56,7 +58,8 @@ def run_headless(out: Path, steps: int) -> int:
 
     classes = load_classes("czii")
     start = time.perf_counter()
-    picks = simulate_dataset(out / "data", n=3, shape=DEMO_SHAPE, seed=0, classes=classes)
+    picks = simulate_dataset(out / "data", n=3, shape=DEMO_SHAPE, seed=0, classes=classes,
+                             density=DEMO_DENSITY)
     paths = sorted((out / "data" / "tomograms").glob("*.mrc"))
     tomograms = [read_tomogram(p) for p in paths]
     print(f"simulated {len(tomograms)} tomograms {DEMO_SHAPE} with {len(picks)} picks "
