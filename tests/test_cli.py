@@ -14,7 +14,7 @@ from napari_semietpicker.io.formats import read_picks
 def simulated(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
     assert main(["-q", "simulate", str(out), "--n", "3", "--shape", "64", "96", "96",
-                 "--seed", "0", "--voxel-size", "13.5"]) == 0
+                 "--seed", "0", "--voxel-size", "13.5", "--density", "4"]) == 0
     return out
 
 

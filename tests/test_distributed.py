@@ -50,7 +50,8 @@ def test_two_rank_training_keeps_ranks_identical(tmp_path):
 @pytest.fixture()
 def four_tomograms_and_model(tmp_path):
     data = tmp_path / "sim"
-    assert main(["-q", "simulate", str(data), "--n", "4", "--shape", "32", "64", "64"]) == 0
+    assert main(["-q", "simulate", str(data), "--n", "4", "--shape", "32", "64", "64",
+                 "--density", "20"]) == 0
     tomograms = sorted((data / "tomograms").glob("*.mrc"))
     assert main(["-q", "train", "--tomograms", str(tomograms[0]), "--picks",
                  str(data / "picks.csv"), "--out", str(tmp_path / "model"), "--steps", "1",

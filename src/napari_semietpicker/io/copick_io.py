@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import import_optional
 from .picks import empty_picks, validate_picks
 from .tomogram import Tomogram
 from .zarr_io import read_zarr_levels
@@ -26,13 +27,7 @@ _INVALID_ID = re.compile(r'[<>:"/\\|?*\x00-\x1F\x7F\s_]')
 
 
 def _copick() -> Any:
-    try:
-        import copick
-    except ImportError as err:
-        raise ImportError(
-            "copick projects need the copick library: pip install napari-semietpicker[interop]"
-        ) from err
-    return copick
+    return import_optional("copick", "copick projects")
 
 
 def open_project(config_json: str | Path) -> Any:

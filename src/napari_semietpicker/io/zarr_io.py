@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import import_optional
 from .tomogram import MIN_SIDE, Tomogram, tomogram_name
 
 #: Factors from OME-NGFF space units to Angstrom (copick writes "angstrom").
@@ -34,13 +35,7 @@ ZarrSource = str | Path | MutableMapping
 
 
 def _zarr() -> Any:
-    try:
-        import zarr
-    except ImportError as err:
-        raise ImportError(
-            "reading zarr tomograms needs zarr: pip install napari-semietpicker[interop]"
-        ) from err
-    return zarr
+    return import_optional("zarr", "reading zarr tomograms")
 
 
 def is_zarr_path(path: str | Path) -> bool:
