@@ -77,6 +77,16 @@ def test_resume_continues_where_it_stopped(blob_set, tmp_path):
     assert len(trainer.losses) == 10
 
 
+def test_resume_with_other_classes_is_refused_clearly(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    Trainer(TrainConfig(steps=1, **TINY), classes, labelled, tmp_path).run()
+    big_only = blob_set["picks"][blob_set["picks"].particle_type == "big"]
+    fewer = [prepare_volume(blob_set["tomograms"][0], big_only, classes[:1])]
+    with pytest.raises(ValueError, match="cannot resume: it was trained with other classes"):
+        Trainer(TrainConfig(steps=2, **TINY), classes[:1], fewer, tmp_path, resume=True)
+
+
 def test_same_seed_same_weights(blob_set, tmp_path):
     classes = blob_set["classes"]
     labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]

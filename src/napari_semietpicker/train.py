@@ -149,7 +149,11 @@ class Trainer:
         if state is None:
             log.warning("%s: nothing to resume from; starting fresh", self.out_dir)
             return
-        self.student.load_state_dict(state["student"])
+        try:
+            self.student.load_state_dict(state["student"])
+        except RuntimeError as err:
+            raise ValueError(f"{self.out_dir}: cannot resume: it was trained with other classes "
+                             f"or another network preset ({str(err).splitlines()[0]})") from err
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
