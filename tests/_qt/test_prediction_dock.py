@@ -1,0 +1,231 @@
+"""The prediction dock in a real napari viewer: predict, thresholds, corrections, QC, export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from napari.layers import Image, Points
+from napari.utils.colormaps.standardize_color import transform_color
+
+from napari_semietpicker._qt import prediction as prediction_module
+from napari_semietpicker._qt.prediction import (
+    FN_COLOR,
+    FP_COLOR,
+    HEATMAP,
+    MISSED,
+    TP_COLOR,
+    PredictionWidget,
+)
+from napari_semietpicker._qt.training import TrainingWidget
+from napari_semietpicker.data import prepare_volume
+from napari_semietpicker.io.formats import read_picks
+from napari_semietpicker.io.picks import read_picks_csv
+from napari_semietpicker.layers import META, PICKS, PREDICTED, REFERENCE, picks_from_layer
+from napari_semietpicker.metrics import evaluate, match_picks
+from napari_semietpicker.train import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def model_dir(blob_set, tmp_path_factory):
+    """A tiny model trained briefly on blob_0 and blob_1 (scores spread, some hits)."""
+    out = tmp_path_factory.mktemp("model")
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(t, blob_set["picks"], classes) for t in blob_set["tomograms"][:2]]
+    config = TrainConfig(steps=20, preset="tiny", crop=32, lr=1e-2, checkpoint_every=1000)
+    Trainer(config, classes, labelled, out).run()
+    return out
+
+
+def layers_of(viewer, kind, role, tomogram="blob_2"):
+    return [la for la in viewer.layers if isinstance(la, kind)
+            and la.metadata.get(META, {}).get("role") == role
+            and la.metadata[META].get("tomogram") == tomogram]
+
+
+@pytest.fixture
+def predicted(blob_viewer, model_dir, qtbot, monkeypatch):
+    """The dock after predicting blob_2; ``calls`` counts model runs (pick_tomogram)."""
+    calls = []
+    real = prediction_module.pick_tomogram
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prediction_module, "pick_tomogram", counting)
+    dock = PredictionWidget(blob_viewer)
+    blob_viewer.window.add_dock_widget(dock, name="Prediction")
+    dock.model_edit.setText(str(model_dir))
+    dock.image_combo.setCurrentText("blob_2")
+    dock.window_spin.setValue(64)
+    dock.device_combo.setCurrentText("cpu")
+    dock.predict_button.click()
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
+    assert dock.current is not None, dock.status.text()
+    return dock, calls
+
+
+def test_predict_adds_heatmaps_and_scored_points(predicted, blob_viewer, qtbot):
+    dock, calls = predicted
+    assert calls == [1] and dock.progress_bar.format() == "done"
+    heatmaps = layers_of(blob_viewer, Image, HEATMAP)
+    assert [h.metadata[META]["class"] for h in heatmaps] == ["big", "small"]
+    for heat in heatmaps:  # stride-2 grid: index i sits at input voxel 2i + 0.5
+        assert heat.data.shape == (32, 48, 48)
+        assert tuple(heat.scale) == (20.0,) * 3 and tuple(heat.translate) == (5.0,) * 3
+        assert heat.blending == "additive" and heat.colormap.colors[0][3] == 0
+    points = layers_of(blob_viewer, Points, PREDICTED)
+    assert [p.metadata[META]["class"] for p in points] == ["big", "small"]
+    cache = dock.current.cache
+    for layer in points:
+        name = layer.metadata[META]["class"]
+        scores = layer.features["score"].to_numpy()
+        assert len(layer.data) == len(cache.at({name: 0.3}))
+        assert np.all(scores >= 0.3)
+    # The per-class heatmap toggle hides the layer.
+    dock._rows["big"][0].setChecked(False)
+    assert not heatmaps[0].visible
+    # Predicting again reuses the loaded model and updates the same layers.
+    model = dock._model_cache[3]
+    n_layers = len(blob_viewer.layers)
+    dock.predict_button.click()
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
+    assert calls == [1, 1] and dock._model_cache[3] is model
+    assert len(blob_viewer.layers) == n_layers and heatmaps[0] in blob_viewer.layers
+
+
+def test_threshold_slider_repicks_from_the_cache_only(predicted, blob_viewer):
+    dock, calls = predicted
+    layer = layers_of(blob_viewer, Points, PREDICTED)[1]  # "small"
+    slider = dock._rows["small"][1]
+    counts = []
+    for value in (0.05, 0.25, 0.6, 0.95):
+        slider.setValue(value)
+        counts.append(len(layer.data))
+        assert counts[-1] == len(dock.current.cache.at({"small": value}))
+        assert dock._rows["small"][2].text().split()[0] == str(counts[-1])
+    assert counts[0] > counts[-1] and counts == sorted(counts, reverse=True)
+    assert calls == [1]  # no inference again
+    assert layer in blob_viewer.layers  # updated in place, not replaced
+    print(f"threshold re-pick took {dock.last_repick_ms:.1f} ms")
+    assert dock.last_repick_ms < 250  # target 50 ms; slack for a loaded CI machine
+
+
+def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer, qtbot,
+                                                          tmp_path):
+    dock, _ = predicted
+    training = TrainingWidget(blob_viewer)
+    blob_viewer.window.add_dock_widget(training, name="Training")
+    layer = layers_of(blob_viewer, Points, PREDICTED)[1]
+    dock._rows["small"][1].setValue(0.05)
+    assert len(layer.data) >= 2
+    deleted = layer.features["peak"].iloc[0]
+    layer.selected_data = {0}
+    layer.remove_selected()  # napari's own delete
+    layer.add([[320.0, 480.0, 480.0]])  # napari's own add (world = data: no translate)
+    n = len(layer.data)
+    dock._rows["small"][1].setValue(0.5)
+    dock._rows["small"][1].setValue(0.05)
+    assert len(layer.data) == n
+    assert deleted not in set(layer.features["peak"])
+    assert np.allclose(layer.data[-1], [320.0, 480.0, 480.0])
+    assert layer.features["score"].iloc[-1] == 1.0
+    assert dock._rows["small"][2].text() == f"{n} picks, 2 edits"
+
+    expected = {name: len(la.data) for name, la in
+                zip(("big", "small"), layers_of(blob_viewer, Points, PREDICTED))}
+    # Labels, then fine-tuning in the training dock (tiny and short).
+    training.preset_combo.setCurrentText("tiny")
+    training.burnin_spin.setValue(1)
+    training.crop_spin.setValue(32)
+    dock.finetune_check.setChecked(True)
+    dock.labels_button.click()
+    picks = layers_of(blob_viewer, Points, PICKS)
+    assert {p.metadata[META]["class"]: len(p.data) for p in picks} == expected
+    assert not layer.visible
+    assert "fine-tuning started" in dock.status.text()
+    assert "blob_2" in training._checked(training.labelled_list)
+    qtbot.waitUntil(lambda: not training.running, timeout=60_000)
+    tuned = training.last_model_dir
+    assert tuned.name == f"{dock.current.model_dir.name}-ft1", training.status.text()
+    assert training.result.steps_done == 21  # resumed from the 20 steps, +1
+    assert "blob_2" in str(training.status.text()) or training.result is not None
+
+
+def test_evaluation_colours_and_table_match_the_metrics(predicted, blob_viewer, blob_set):
+    dock, _ = predicted
+    dock._rows["big"][1].setValue(0.2)
+    dock._rows["small"][1].setValue(0.2)
+    dock.evaluate_button.click()
+    classes = blob_set["classes"]
+    predicted_layers = layers_of(blob_viewer, Points, PREDICTED)
+    pred = pd.concat([picks_from_layer(la.data, la.metadata, la.features, "blob_2")
+                      for la in predicted_layers], ignore_index=True)
+    ref = blob_set["picks"][blob_set["picks"]["experiment"] == "blob_2"]
+    expected = evaluate(pred, ref, classes)
+    rows = expected.per_class.to_dict(orient="records")
+    columns = ["particle_type", "n_pred", "n_ref", "tp_0.5", "fp_0.5", "fn_0.5",
+               "precision_0.5", "recall_0.5", "f1_0.5", "fbeta"]
+    for r, row in enumerate(rows):
+        cells = [dock.table.item(r, c).text() for c in range(len(columns))]
+        want = [f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in columns]
+        assert cells == want
+    assert dock.table.item(len(rows), 9).text() == f"{expected.score:.3f}"
+    assert expected.per_class["tp_0.5"].sum() > 0  # the test is not vacuous
+
+    missed = 0
+    for cls, layer in zip(classes, predicted_layers):
+        own_pred = pred[pred["particle_type"] == cls.name]
+        own_ref = ref[ref["particle_type"] == cls.name]
+        pred_hit, ref_hit = match_picks(own_pred[["z", "y", "x"]].to_numpy(),
+                                        own_ref[["z", "y", "x"]].to_numpy(), 0.5 * cls.radius_A)
+        colours = np.where(pred_hit[:, None], transform_color(TP_COLOR), transform_color(FP_COLOR))
+        assert np.allclose(layer.border_color, colours)
+        missed += int((~ref_hit).sum())
+    fn_layer = layers_of(blob_viewer, Points, MISSED)[0]
+    assert len(fn_layer.data) == missed == expected.per_class["fn_0.5"].sum()
+    if missed:
+        assert np.allclose(fn_layer.border_color[0], transform_color(FN_COLOR)[0])
+
+    # A threshold change re-evaluates at once.
+    dock._rows["big"][1].setValue(0.95)
+    assert dock.evaluation.per_class.loc[0, "n_pred"] == len(predicted_layers[0].data)
+
+
+def test_export_round_trips_and_keeps_the_previous_file(predicted, tmp_path):
+    dock, _ = predicted
+    dock._rows["small"][1].setValue(0.1)
+    path = tmp_path / "picks.csv"
+    written = dock.export(path)
+    back = read_picks_csv(path)
+    assert len(back) == len(written) > 0
+    pd.testing.assert_frame_equal(back[["experiment", "particle_type"]],
+                                  written[["experiment", "particle_type"]])
+    assert np.allclose(back[["x", "y", "z", "score"]], written[["x", "y", "z", "score"]],
+                       atol=1e-3)
+    dock.export(path, class_name="big")
+    assert set(read_picks_csv(path)["particle_type"]) == {"big"}
+    assert (tmp_path / "picks.csv.bak").is_file()
+    star = tmp_path / "picks.star"
+    dock.export(star, format="relion5")
+    again = read_picks(star, shape={"blob_2": (64, 96, 96)}, voxel_size=10.0)
+    assert np.allclose(np.sort(again["x"]), np.sort(written["x"]), atol=1e-2)
+
+
+def test_missing_inputs_are_explained(blob_viewer, tmp_path, qtbot):
+    dock = PredictionWidget(blob_viewer)
+    dock.image_combo.setCurrentText("blob_2")
+    dock.predict_button.click()
+    assert "Choose a model folder" in dock.status.text() and dock._worker is None
+    dock.model_edit.setText(str(tmp_path))
+    dock.predict_button.click()
+    assert "Choose a model folder" in dock.status.text()
+    dock.evaluate_button.click()
+    assert "Predict this tomogram first" in dock.status.text()
+    dock.labels_button.click()
+    assert "Predict this tomogram first" in dock.status.text()
+    for layer in list(blob_viewer.layers):
+        if layer.metadata.get(META, {}).get("role") == REFERENCE:
+            blob_viewer.layers.remove(layer)
+    assert dock.image_combo.count() == 3

@@ -1,0 +1,139 @@
+"""The training dock in a real napari viewer: a tiny run, Stop, bad input, model folders."""
+
+from __future__ import annotations
+
+import time
+
+from qtpy.QtWidgets import QFileDialog
+
+from napari_semietpicker._qt.training import TrainingWidget, classes_of_layers
+from napari_semietpicker.checkpoint import CONFIG, load_card, load_model
+from napari_semietpicker.layers import META, PICKS
+
+
+def make_dock(viewer, folder, burn_in: int, cotrain: int = 0) -> TrainingWidget:
+    """A training dock set up for a tiny, quick run on the two annotated blob tomograms."""
+    dock = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="Training")
+    dock.preset_combo.setCurrentText("tiny")
+    dock.burnin_spin.setValue(burn_in)
+    dock.cotrain_spin.setValue(cotrain)
+    dock.crop_spin.setValue(32)
+    dock.device_combo.setCurrentText("cpu")
+    dock.folder_edit.setText(str(folder))
+    dock.set_checked(["blob_0", "blob_1"], ["blob_2"] if cotrain else [])
+    return dock
+
+
+def test_lists_labelled_tomograms_and_their_classes(blob_viewer):
+    dock = TrainingWidget(blob_viewer)
+    texts = [dock.labelled_list.item(i).text() for i in range(dock.labelled_list.count())]
+    assert texts[0] == "blob_0: 10 picks (big 5, small 5)"
+    assert texts[2] == "blob_2: no picks layers"
+    assert dock._checked(dock.labelled_list) == {"blob_0", "blob_1"}
+    assert dock.classes_label.text() == "Classes: big (60 Å), small (40 Å)"
+    # Clicking a point into a picks layer updates the counts.
+    layer = next(la for la in blob_viewer.layers
+                 if la.metadata.get(META, {}).get("role") == PICKS)
+    layer.add([[300.0, 400.0, 400.0]])
+    assert dock.labelled_list.item(0).text().startswith("blob_0: 11 picks")
+
+
+def test_class_weights_come_from_metadata_or_the_preset(blob_viewer):
+    layers = [la for la in blob_viewer.layers if la.metadata.get(META, {}).get("role") == PICKS]
+    assert [c.weight for c in classes_of_layers(layers)] == [1.0, 1.0]
+    layers[0].metadata[META]["class"] = "beta-amylase"  # a CZII class: weight 0
+    layers[1].metadata[META]["weight"] = 2.0
+    assert [(c.name, c.weight) for c in classes_of_layers(layers)[:2]] == [
+        ("beta-amylase", 0.0), ("small", 2.0)]
+
+
+def test_tiny_run_with_cotraining_writes_and_announces_a_model(blob_viewer, qtbot, tmp_path):
+    dock = make_dock(blob_viewer, tmp_path / "model", burn_in=3, cotrain=2)
+    announced = []
+    dock.model_ready.connect(announced.append)
+    dock.start()
+    assert dock.running and not dock.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not dock.running, timeout=90_000)
+
+    assert dock.result.steps_done == 5 and not dock.result.stopped
+    assert dock.progress_bar.value() == dock.progress_bar.maximum() == 5
+    assert len(dock.loss_plot.losses) == 5 and len(dock.loss_plot.unlabelled) == 2
+    assert announced == [str(tmp_path / "model")] and dock.last_model_dir == tmp_path / "model"
+    card = load_card(tmp_path / "model")
+    assert [c.name for c in card.classes] == ["big", "small"]
+    assert card.history["unlabelled"] == ["blob_2"]
+    # The event loop was sampled every 50 ms while training and the numbers are shown.
+    assert len(dock.probe.lateness_ms) > 5
+    assert "UI delay while training: max" in dock.status.text()
+
+    # Continue training the same folder: it resumes at step 5.
+    dock.cotrain_spin.setValue(0)
+    dock.burnin_spin.setValue(2)
+    dock.resume_check.setChecked(True)
+    dock.start()
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    assert dock.result.steps_done == 7
+    assert load_card(tmp_path / "model").history["steps_done"] == 7
+
+    # Save as copies the folder; the copy loads and is announced.
+    copy = dock.save_model_as(tmp_path / "copy")
+    assert (copy / CONFIG).is_file()
+    load_model(copy)
+    dock.load_model_dir(copy)
+    assert announced[-1] == str(copy)
+
+
+def test_stop_returns_quickly_and_keeps_a_loadable_model(blob_viewer, qtbot, tmp_path):
+    dock = make_dock(blob_viewer, tmp_path / "model", burn_in=10_000)
+    steps = []
+    dock._relay.progress.connect(lambda report: steps.append(time.perf_counter()))
+    dock.start()
+    qtbot.waitUntil(lambda: len(steps) >= 3, timeout=60_000)
+    asked = time.perf_counter()
+    dock.stop_button.click()
+    qtbot.waitUntil(lambda: not dock.running, timeout=30_000)
+    waited = time.perf_counter() - asked
+    step = max(b - a for a, b in zip(steps, steps[1:]))
+    print(f"Stop returned after {waited:.2f} s; slowest step {step:.2f} s")
+    # The loop checks the flag before each step, then writes the model: at most the rest
+    # of one step and a checkpoint (about 0.3 s on an idle 2-core CPU).
+    assert waited < step + 1.0
+    assert dock.result.stopped and dock.result.steps_done < 10_000
+    _, card = load_model(tmp_path / "model")
+    assert card.history["steps_done"] == dock.result.steps_done
+    assert "Stopped at step" in dock.status.text()
+
+
+def test_bad_input_is_explained_in_the_dock(blob_viewer, monkeypatch, tmp_path):
+    dock = TrainingWidget(blob_viewer)
+    dock.set_checked([], [])
+    dock.start_button.click()
+    assert not dock.running and "Tick at least one labelled tomogram" in dock.status.text()
+
+    dock.set_checked(["blob_2"])
+    dock.start_button.click()
+    assert not dock.running and "blob_2 has no picks layers" in dock.status.text()
+
+    # Two radii for one class name cannot be trained.
+    layer = next(la for la in blob_viewer.layers
+                 if la.metadata.get(META, {}).get("tomogram") == "blob_1"
+                 and la.metadata[META].get("class") == "big")
+    layer.metadata[META]["radius_A"] = 99.0
+    dock.set_checked(["blob_0", "blob_1"])
+    dock.start_button.click()
+    assert not dock.running and "class 'big' has two radii" in dock.status.text()
+
+    # Continuing needs a training state in the folder.
+    layer.metadata[META]["radius_A"] = 60.0
+    dock.folder_edit.setText(str(tmp_path))
+    dock.resume_check.setChecked(True)
+    dock.start_button.click()
+    assert not dock.running and "holds no training state" in dock.status.text()
+
+    # Loading a folder that is not a model says so.
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path))
+    dock.load_button.click()
+    assert "not a model directory" in dock.status.text()
+    dock.save_button.click()
+    assert "No model yet" in dock.status.text()
