@@ -87,6 +87,23 @@ def test_resume_with_other_classes_is_refused_clearly(blob_set, tmp_path):
         Trainer(TrainConfig(steps=2, **TINY), classes[:1], fewer, tmp_path, resume=True)
 
 
+def test_fine_tuning_starts_from_the_given_model(trained, blob_set, tmp_path):
+    source, _ = trained
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][2], blob_set["picks"], classes)]
+    trainer = Trainer(TrainConfig(steps=2, **TINY), classes, labelled, tmp_path / "tuned",
+                      init_from=source)
+    start = load_model(source)[0].state_dict()
+    for name, value in trainer.student.state_dict().items():
+        torch.testing.assert_close(value, start[name])
+    assert trainer.step == 0
+    trainer.run()
+    assert load_card(tmp_path / "tuned").history["fine_tuned_from"] == str(source.resolve())
+    with pytest.raises(ValueError, match="cannot fine-tune from this model"):
+        Trainer(TrainConfig(steps=2, **{**TINY, "preset": "light"}), classes, labelled,
+                tmp_path / "other", init_from=source)
+
+
 def test_same_seed_same_weights(blob_set, tmp_path):
     classes = blob_set["classes"]
     labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]

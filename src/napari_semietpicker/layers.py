@@ -61,7 +61,8 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
         "ndim": 3,
         "units": "angstrom",
         "metadata": {META: {"class": cls.name, "tomogram": experiment, "role": role,
-                            "radius_A": cls.radius_A, "color": cls.color}},
+                            "radius_A": cls.radius_A, "weight": cls.weight,
+                            "color": cls.color}},
     }, "points")
 
 

@@ -105,7 +105,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, classes: Sequence[ParticleClass],
                  labelled: Sequence[Volume], out_dir: str | Path,
-                 unlabelled: Sequence[Volume] = (), resume: bool = False) -> None:
+                 unlabelled: Sequence[Volume] = (), resume: bool = False,
+                 init_from: str | Path | None = None) -> None:
+        """``resume`` continues ``out_dir`` where it stopped (optimiser, step, schedule);
+        ``init_from`` fine-tunes: it starts from that model's weights with a fresh
+        optimiser and schedule (its classes and preset must match)."""
         self.config = config
         self.classes = list(classes)
         self.out_dir = Path(out_dir)
@@ -140,8 +144,20 @@ class Trainer:
         self.card.history = {"train_config": asdict(config),
                              "labelled": [v.name for v in labelled],
                              "unlabelled": [v.name for v in unlabelled]}
+        if init_from is not None:
+            self._init_from(Path(init_from))
         if resume:
             self._resume()
+
+    def _init_from(self, model_dir: Path) -> None:
+        model, card = load_model(model_dir)
+        if [c.name for c in card.classes] != [c.name for c in self.classes] or \
+                card.model != self.card.model:
+            raise ValueError(f"{model_dir}: cannot fine-tune from this model: it was trained "
+                             f"for classes {', '.join(c.name for c in card.classes)} with preset "
+                             f"{card.model.preset!r}")
+        self.student.load_state_dict(model.state_dict())
+        self.card.history["fine_tuned_from"] = str(model_dir.resolve())
 
     # -- checkpoints -------------------------------------------------------------------
     def _resume(self) -> None:
