@@ -8,16 +8,11 @@ import pytest
 from napari.layers import Image, Points
 from napari.utils.colormaps.standardize_color import transform_color
 
-from napari_semietpicker._qt import prediction as prediction_module
-from napari_semietpicker._qt.prediction import (
-    FN_COLOR,
-    FP_COLOR,
-    HEATMAP,
-    MISSED,
-    TP_COLOR,
-    PredictionWidget,
-)
+from napari_semietpicker._qt import predict_job
+from napari_semietpicker._qt.evaluation import FN_COLOR, FP_COLOR, MISSED, TP_COLOR
+from napari_semietpicker._qt.prediction import HEATMAP, PredictionWidget
 from napari_semietpicker._qt.training import TrainingWidget
+from napari_semietpicker.checkpoint import load_card
 from napari_semietpicker.data import prepare_volume
 from napari_semietpicker.io.formats import read_picks
 from napari_semietpicker.io.picks import read_picks_csv
@@ -47,13 +42,13 @@ def layers_of(viewer, kind, role, tomogram="blob_2"):
 def predicted(blob_viewer, model_dir, qtbot, monkeypatch):
     """The dock after predicting blob_2; ``calls`` counts model runs (pick_tomogram)."""
     calls = []
-    real = prediction_module.pick_tomogram
+    real = predict_job.pick_tomogram
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prediction_module, "pick_tomogram", counting)
+    monkeypatch.setattr(predict_job, "pick_tomogram", counting)
     dock = PredictionWidget(blob_viewer)
     blob_viewer.window.add_dock_widget(dock, name="Prediction")
     dock.model_edit.setText(str(model_dir))
@@ -148,9 +143,14 @@ def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer
     assert "blob_2" in training._checked(training.labelled_list)
     qtbot.waitUntil(lambda: not training.running, timeout=60_000)
     tuned = training.last_model_dir
-    assert tuned.name == f"{dock.current.model_dir.name}-ft1", training.status.text()
-    assert training.result.steps_done == 21  # resumed from the 20 steps, +1
-    assert "blob_2" in str(training.status.text()) or training.result is not None
+    source = dock.current.model_dir
+    assert tuned.name == f"{source.name}-ft1", training.status.text()
+    # Fine-tuning starts from the model's weights with a fresh schedule: 1 step, not 20 + 1.
+    assert training.result.steps_done == 1
+    card = load_card(tuned)
+    assert card.history["fine_tuned_from"] == str(source.resolve())
+    assert "blob_2" in card.history["labelled"]
+    assert load_card(source).history["steps_done"] == 20  # the model itself is untouched
 
 
 def test_evaluation_colours_and_table_match_the_metrics(predicted, blob_viewer, blob_set):

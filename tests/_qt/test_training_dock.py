@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 
+from napari.layers import Layer
 from qtpy.QtWidgets import QFileDialog
 
-from napari_semietpicker._qt.training import TrainingWidget, classes_of_layers
+from napari_semietpicker._qt._layer_tools import classes_of_layers
+from napari_semietpicker._qt.training import TrainingWidget
 from napari_semietpicker.checkpoint import CONFIG, load_card, load_model
-from napari_semietpicker.layers import META, PICKS
+from napari_semietpicker.classes import PRESETS as CLASS_PRESETS
+from napari_semietpicker.io.picks import empty_picks
+from napari_semietpicker.layers import META, PICKS, points_layer
 
 
 def make_dock(viewer, folder, burn_in: int, cotrain: int = 0) -> TrainingWidget:
@@ -39,13 +43,20 @@ def test_lists_labelled_tomograms_and_their_classes(blob_viewer):
     assert dock.labelled_list.item(0).text().startswith("blob_0: 11 picks")
 
 
-def test_class_weights_come_from_metadata_or_the_preset(blob_viewer):
+def test_class_weights_come_from_the_layer_metadata(blob_viewer):
     layers = [la for la in blob_viewer.layers if la.metadata.get(META, {}).get("role") == PICKS]
     assert [c.weight for c in classes_of_layers(layers)] == [1.0, 1.0]
-    layers[0].metadata[META]["class"] = "beta-amylase"  # a CZII class: weight 0
+    # A picks layer of a CZII class carries the class's weight (beta-amylase: 0).
+    amylase = next(c for c in CLASS_PRESETS["czii"] if c.name == "beta-amylase")
+    assert amylase.weight == 0.0
+    czii_layer = Layer.create(*points_layer(empty_picks(), amylase, "blob_0"))
+    assert classes_of_layers([czii_layer])[0] == amylase
+    # The metadata decides, not the class name; a layer without a weight scores with 1.
+    layers[0].metadata[META]["class"] = "beta-amylase"
+    del layers[0].metadata[META]["weight"]
     layers[1].metadata[META]["weight"] = 2.0
     assert [(c.name, c.weight) for c in classes_of_layers(layers)[:2]] == [
-        ("beta-amylase", 0.0), ("small", 2.0)]
+        ("beta-amylase", 1.0), ("small", 2.0)]
 
 
 def test_tiny_run_with_cotraining_writes_and_announces_a_model(blob_viewer, qtbot, tmp_path):

@@ -1,18 +1,17 @@
 """Classes and annotation dock: pick the tomogram and the particle classes, make one Points
 layer per class, count picks live and autosave them.
 
-The dock is a thin layer: classes come from :mod:`..classes`, layers from :mod:`..layers`,
-picks tables from :mod:`.._writer`, files from :mod:`..autosave`. What it has chosen lives
+The dock is a thin layer: classes come from :mod:`..classes`, layers from :mod:`..layers`
+(through :mod:`._layer_tools`), files through :mod:`.autosaver`. What it has chosen lives
 in :class:`AnnotationState` (Qt-free), which other docks read and listen to.
 
 Slices: napari (>= 0.9) draws a point only in slices within the slice thickness, so the dock
 makes slices at least one particle radius thick on each side whenever a layer of particles
 appears; picks layers it makes scale each point to the sphere's cross-section in the slice.
 
-Autosave: each change to a picks layer schedules a save of its tomogram's picks one second
-later (edits in between are saved together), and pending saves are written when a picks
-layer is removed or the viewer window closes. Classes that have no layer in the viewer keep
-their autosaved picks, so deleting a layer never deletes picks from the autosave.
+Autosave (:mod:`.autosaver`): each change to a picks layer schedules a save of its
+tomogram's picks one second later, and pending saves are written when a picks layer is
+removed or the viewer window closes.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from napari.layers import Image, Layer, Points
 from psygnal import evented
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -41,8 +40,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .. import autosave
-from .._writer import concat_picks, layer_picks
 from ..classes import (
     DEFAULT_RADIUS_A,
     PRESETS,
@@ -54,12 +51,21 @@ from ..classes import (
     save_classes,
 )
 from ..io.picks import empty_picks
-from ..layers import META, PICKS, picks_layer_name, points_layer
+from ..layers import PICKS, picks_layer_name
+from ._layer_tools import (
+    add_points_layer,
+    ensure_thick_slices,
+    is_picks,
+    layer_meta,
+    role_layers,
+    tomogram_name,
+)
+from ._widgets import StatusLabel, set_combo_items
+from .autosaver import PicksAutosaver
 
 if TYPE_CHECKING:
     import napari
 
-AUTOSAVE_DELAY_MS = 1000
 CUSTOM = "custom"
 NAME, RADIUS, WEIGHT, COLOR, COUNT = range(5)
 HEADERS = ("Name", "Radius (Å)", "Weight", "Colour", "Picks")
@@ -86,14 +92,8 @@ class AnnotationWidget(QWidget):
         self.state = AnnotationState()
         #: Fires with the new class list (psygnal), for other docks.
         self.classes_changed = self.state.events.classes
-        self._autosave_paths: dict[str, Path] = {}
-        self._saved_once: set[Path] = set()
-        self._dirty: set[str] = set()
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(AUTOSAVE_DELAY_MS)
-        self._timer.timeout.connect(self.save_now)
         self._build()
+        self.autosaver = PicksAutosaver(self.viewer, self._say, parent=self)
 
         self.state.events.classes.connect(self._on_classes_changed)
         layers = self.viewer.layers
@@ -106,7 +106,7 @@ class AnnotationWidget(QWidget):
         self._refresh_tomograms()
         window = getattr(self.viewer.window, "_qt_window", None)
         if window is not None:  # save pending picks when the viewer window closes
-            window.installEventFilter(self)
+            window.installEventFilter(self.autosaver)
 
     # -- public API -------------------------------------------------------------------
     @property
@@ -150,9 +150,9 @@ class AnnotationWidget(QWidget):
         if image is None:
             self._say("Open a tomogram first (File > Open, or File > Open Sample).")
             return []
-        tomogram = _tomogram_of(image)
-        path = self._autosave_path(tomogram, image)
-        restored, note = self._load_autosave(path)
+        tomogram = tomogram_name(image)
+        path = self.autosaver.path(tomogram, image)
+        restored, note = self.autosaver.load(path)
         notes = [note] if note else []
         if restored is not None and len(restored):
             restored = restored[restored["experiment"] == tomogram]
@@ -162,19 +162,16 @@ class AnnotationWidget(QWidget):
             if extra:
                 self.set_classes([*self.state.classes, *extra])
                 notes.append(f"Added classes {', '.join(c.name for c in extra)} from the autosave")
-        existing = {_meta(layer)["class"] for layer in self._picks_layers(tomogram)}
+        existing = {layer_meta(layer)["class"]
+                    for layer in role_layers(self.viewer, tomogram, PICKS)}
         source = restored if restored is not None else empty_picks()
         made: list[Points] = []
         for cls in self.state.classes:
             if cls.name in existing:
                 continue
-            data, attrs, _ = points_layer(source, cls, tomogram, PICKS)
-            attrs["metadata"][META].update(voxel_size=float(image.scale[-1]),
-                                           shape=[int(s) for s in image.level_shapes[0]])
-            attrs["feature_defaults"] = {"score": 1.0}  # a pick made by hand is certain
-            attrs.pop("out_of_slice_display", None)  # deprecated in napari 0.9: thick slices
-            attrs["projection_mode"] = "rescale_spherical"
-            made.append(self.viewer.add_layer(Layer.create(data, attrs, "points")))
+            made.append(add_points_layer(
+                self.viewer, source, cls, tomogram, PICKS, voxel_size=float(image.scale[-1]),
+                shape=[int(s) for s in image.level_shapes[0]]))
         if made:
             self.viewer.layers.selection.active = made[0]
             made[0].mode = "add"
@@ -194,26 +191,14 @@ class AnnotationWidget(QWidget):
         result = {c.name: 0 for c in self.state.classes}
         if image is None:
             return result
-        for layer in self._picks_layers(_tomogram_of(image)):
-            name = _meta(layer)["class"]
+        for layer in role_layers(self.viewer, tomogram_name(image), PICKS):
+            name = layer_meta(layer)["class"]
             result[name] = result.get(name, 0) + len(layer.data)
         return result
 
     def save_now(self) -> None:
         """Write the autosave of every tomogram whose picks changed since the last save."""
-        self._timer.stop()
-        failed = set()
-        for tomogram in sorted(self._dirty):
-            path = self._autosave_path(tomogram)
-            try:
-                autosave.save_autosave(self._autosave_table(tomogram, path), path,
-                                       keep_previous=path not in self._saved_once)
-            except (OSError, ValueError) as err:
-                failed.add(tomogram)
-                self._say(f"Autosave of {tomogram} failed: {err}")
-            else:
-                self._saved_once.add(path)
-        self._dirty = failed
+        self.autosaver.save_now()
 
     # -- UI ---------------------------------------------------------------------------
     def _build(self) -> None:
@@ -246,9 +231,7 @@ class AnnotationWidget(QWidget):
         self.make_button.setToolTip("One Points layer per class for the chosen tomogram; "
                                     "autosaved picks of this tomogram are restored")
         self.make_button.clicked.connect(self.make_picks_layers)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status = StatusLabel()
 
         grid = QGridLayout()
         grid.addWidget(QLabel("Tomogram"), 0, 0)
@@ -316,7 +299,7 @@ class AnnotationWidget(QWidget):
         self._fit_table_width()
 
     def _say(self, message: str) -> None:
-        self.status.setText(message)
+        self.status.say(message)
 
     # -- reactions --------------------------------------------------------------------
     def _on_table_edited(self, item: QTableWidgetItem) -> None:
@@ -338,7 +321,7 @@ class AnnotationWidget(QWidget):
         self._fill_table()
         by_name = {c.name: c for c in classes}
         for layer in self.viewer.layers:
-            meta = _meta(layer)
+            meta = layer_meta(layer)
             cls = by_name.get(meta.get("class")) if isinstance(layer, Points) else None
             if cls is None or (meta.get("radius_A"), meta.get("color")) == (cls.radius_A,
                                                                               cls.color):
@@ -351,12 +334,12 @@ class AnnotationWidget(QWidget):
 
     def _rename_class(self, old: str, new: str) -> None:
         for layer in self.viewer.layers:
-            meta = _meta(layer)
+            meta = layer_meta(layer)
             if isinstance(layer, Points) and meta.get("class") == old:
                 meta["class"] = new
                 layer.name = picks_layer_name(new, meta.get("role", PICKS))
                 if meta.get("role") == PICKS:
-                    self._mark_dirty(meta.get("tomogram", ""))
+                    self.autosaver.mark_dirty(meta.get("tomogram", ""))
 
     def _on_preset_chosen(self, name: str) -> None:
         if name in PRESETS:
@@ -390,7 +373,7 @@ class AnnotationWidget(QWidget):
 
     def _on_tomogram_changed(self, name: str) -> None:
         image = self.current_image()
-        self.state.tomogram = _tomogram_of(image) if image is not None else ""
+        self.state.tomogram = tomogram_name(image) if image is not None else ""
         self._update_counts()
 
     def _on_inserted(self, event: Any) -> None:
@@ -399,7 +382,7 @@ class AnnotationWidget(QWidget):
 
     def _on_removing(self, event: Any) -> None:
         layer = self.viewer.layers[event.index]
-        if _is_picks(layer) and self._dirty:
+        if is_picks(layer) and self.autosaver.dirty:
             self.save_now()
 
     def _on_layers_changed(self, event: Any = None) -> None:
@@ -407,48 +390,23 @@ class AnnotationWidget(QWidget):
         self._update_counts()
 
     def _on_picks_changed(self, event: Any) -> None:
-        self._mark_dirty(_meta(event.source).get("tomogram", ""))
+        self.autosaver.mark_dirty(layer_meta(event.source).get("tomogram", ""))
         self._update_counts()
-
-    def _mark_dirty(self, tomogram: str) -> None:
-        if tomogram:
-            self._dirty.add(tomogram)
-            self._timer.start()
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if event.type() == QEvent.Close and self._dirty:
-            self.save_now()
-        return False
 
     # -- helpers ----------------------------------------------------------------------
     def _watch(self, layer: Layer) -> None:
-        if isinstance(layer, Points) and _meta(layer).get("radius_A"):
-            self._ensure_thick_slices(float(_meta(layer)["radius_A"]))
-        if _is_picks(layer):
+        if isinstance(layer, Points) and layer_meta(layer).get("radius_A"):
+            ensure_thick_slices(self.viewer, float(layer_meta(layer)["radius_A"]))
+        if is_picks(layer):
             layer.events.data.connect(self._on_picks_changed)
         elif isinstance(layer, Image):
             layer.events.name.connect(self._on_layers_changed)
 
-    def _ensure_thick_slices(self, radius_A: float) -> None:
-        """Make slices at least a particle radius thick on each side, so that a particle
-        shows in every slice through it (napari >= 0.9 draws points within the slice only)."""
-        dims = self.viewer.dims
-        left = tuple(max(m, radius_A) for m in dims.margin_left)
-        right = tuple(max(m, radius_A) for m in dims.margin_right)
-        if (left, right) != (tuple(dims.margin_left), tuple(dims.margin_right)):
-            dims.margin_left, dims.margin_right = left, right
-
     def _refresh_tomograms(self) -> None:
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
-        current = self.tomogram_combo.currentText()
         if names == [self.tomogram_combo.itemText(i) for i in range(self.tomogram_combo.count())]:
             return
-        self.tomogram_combo.blockSignals(True)
-        self.tomogram_combo.clear()
-        self.tomogram_combo.addItems(names)
-        if current in names:
-            self.tomogram_combo.setCurrentText(current)
-        self.tomogram_combo.blockSignals(False)
+        set_combo_items(self.tomogram_combo, names)
         self._on_tomogram_changed(self.tomogram_combo.currentText())
 
     def _update_counts(self) -> None:
@@ -459,54 +417,3 @@ class AnnotationWidget(QWidget):
             if item is not None:
                 item.setText(str(counts.get(cls.name, 0)))
         self.table.blockSignals(False)
-
-    def _picks_layers(self, tomogram: str) -> list[Points]:
-        return [layer for layer in self.viewer.layers
-                if _is_picks(layer) and _meta(layer).get("tomogram") == tomogram]
-
-    def _autosave_path(self, tomogram: str, image: Image | None = None) -> Path:
-        """The autosave of a tomogram: keyed by its Image layer's file when there is one."""
-        if tomogram not in self._autosave_paths:
-            if image is None:
-                image = next((layer for layer in self.viewer.layers if isinstance(layer, Image)
-                              and _tomogram_of(layer) == tomogram), None)
-            source = image.source.path if image is not None else None
-            self._autosave_paths[tomogram] = autosave.autosave_path(source or tomogram)
-        return self._autosave_paths[tomogram]
-
-    def _load_autosave(self, path: Path) -> tuple[pd.DataFrame | None, str]:
-        """The autosave (or None) and a note; an unreadable one is set aside, never
-        overwritten, and the note says where it went."""
-        try:
-            return autosave.load_autosave(path), ""
-        except (OSError, ValueError) as err:
-            kept = autosave.set_aside(path)
-            return None, f"The autosave could not be read ({err}); it was kept as {kept}"
-
-    def _autosave_table(self, tomogram: str, path: Path) -> pd.DataFrame:
-        """Picks of this tomogram's layers, plus autosaved picks of classes with no layer."""
-        layers = self._picks_layers(tomogram)
-        tables = [layer_picks(layer.data, {"metadata": layer.metadata, "name": layer.name,
-                                           "features": layer.features}, tomogram)
-                  for layer in layers]
-        previous, note = self._load_autosave(path)
-        if note:
-            self._say(note + ".")
-        if previous is not None:
-            with_layer = {_meta(layer)["class"] for layer in layers}
-            tables.append(previous[~previous["particle_type"].isin(with_layer)])
-        return concat_picks(tables)
-
-
-def _meta(layer: Layer) -> dict:
-    return layer.metadata.get(META, {})
-
-
-def _is_picks(layer: Layer) -> bool:
-    """A Points layer of user picks (not predictions or references) with a class."""
-    meta = _meta(layer)
-    return isinstance(layer, Points) and meta.get("role") == PICKS and "class" in meta
-
-
-def _tomogram_of(image: Image) -> str:
-    return _meta(image).get("tomogram") or image.name

@@ -1,0 +1,176 @@
+"""Finding the viewer's layers by role and converting them to core objects (shared by the docks).
+
+Layers we make carry a metadata block (``layer.metadata["semietpicker"]``) with the
+tomogram they belong to, their role (picks, predicted, reference, heatmap, ...), their
+particle class and its radius, weight and colour; these helpers read it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import napari
+import numpy as np
+import pandas as pd
+from napari.layers import Image, Layer, Points
+from napari.utils.colormaps import Colormap
+from napari.utils.colormaps.standardize_color import transform_color
+
+from ..checkpoint import ModelCard
+from ..classes import ParticleClass
+from ..heatmap import output_to_input
+from ..io.tomogram import Tomogram
+from ..layers import META, PICKS, picks_from_layer, points_layer
+
+HEATMAP = "heatmap"  # the role of a predicted heatmap (an Image layer per class)
+
+# -- reading our metadata ---------------------------------------------------------------------
+
+
+def layer_meta(layer: object) -> dict:
+    """Our metadata block of a layer ({} for layers we did not make)."""
+    meta = getattr(layer, "metadata", None) or {}
+    block = meta.get(META, {})
+    return block if isinstance(block, dict) else {}
+
+
+def tomogram_name(image: Image) -> str:
+    """The tomogram name picks refer to: the one in the metadata, else the layer name."""
+    return str(layer_meta(image).get("tomogram") or image.name)
+
+
+def is_picks(layer: object) -> bool:
+    """A Points layer of user picks (not predictions or references) with a class."""
+    meta = layer_meta(layer)
+    return isinstance(layer, Points) and meta.get("role") == PICKS and "class" in meta
+
+
+# -- finding layers ---------------------------------------------------------------------------
+
+
+def tomogram_images(viewer: napari.Viewer) -> list[Image]:
+    """3D Image layers that are tomograms (not heatmaps or other derived images)."""
+    return [layer for layer in viewer.layers
+            if isinstance(layer, Image) and layer.ndim == 3 and "role" not in layer_meta(layer)]
+
+
+def role_layers(viewer: napari.Viewer, tomogram: str, role: str) -> list[Points]:
+    """Points layers of one tomogram and role (picks, predicted, reference), in layer order."""
+    return [layer for layer in viewer.layers
+            if isinstance(layer, Points) and layer_meta(layer).get("role") == role
+            and layer_meta(layer).get("tomogram") == tomogram and "class" in layer_meta(layer)]
+
+
+def find_layer(viewer: napari.Viewer, kind: type, tomogram: str, role: str,
+               class_name: str | None) -> Layer | None:
+    """The first layer of this type, tomogram, role and class (None: a layer with no class)."""
+    return next((layer for layer in viewer.layers if isinstance(layer, kind)
+                 and layer_meta(layer).get("tomogram") == tomogram
+                 and layer_meta(layer).get("role") == role
+                 and layer_meta(layer).get("class") == class_name), None)
+
+
+# -- images <-> tomograms -----------------------------------------------------------------------
+
+
+def image_voxel_size(image: Image) -> float:
+    """Voxel size in Angstrom: the image's scale (isotropic), as the reader sets it."""
+    scale = np.asarray(image.scale[-3:], dtype=float)
+    if not np.allclose(scale, scale[0], rtol=0.01):
+        raise ValueError(f"{image.name}: voxels must be cubic, the layer scale is "
+                         f"{tuple(scale)}")
+    return float(scale[0])
+
+
+def image_tomogram(image: Image) -> Tomogram:
+    """A Tomogram view of an Image layer (level 0 of a pyramid; data not copied)."""
+    data = image.data[0] if image.multiscale else image.data
+    return Tomogram(data, image_voxel_size(image), tomogram_name(image))
+
+
+def layer_origin(image: Image) -> np.ndarray:
+    """World position (Angstrom) of voxel (0, 0, 0): picks are relative to it."""
+    return np.asarray(image.translate[-3:], dtype=float)
+
+
+# -- picks layers <-> picks tables and classes --------------------------------------------------
+
+
+def layer_picks(layer: Points, origin: np.ndarray, experiment: str) -> pd.DataFrame:
+    """A Points layer's points as a picks table in Angstrom from the tomogram corner."""
+    world = np.asarray(layer.data, dtype=float).reshape(-1, 3) * np.asarray(layer.scale[-3:]) \
+        + np.asarray(layer.translate[-3:])
+    return picks_from_layer(world - origin, layer.metadata, layer.features, experiment)
+
+
+def class_of_layer(layer: Points) -> ParticleClass:
+    """The particle class a picks layer stands for (name, radius, weight, colour in its
+    metadata); a layer without a weight (made before layers carried it) scores with 1."""
+    meta = layer_meta(layer)
+    if "radius_A" not in meta:
+        raise ValueError(f"layer {layer.name!r} has no particle radius in its metadata; make "
+                         "picks layers with the annotation dock or open a picks file")
+    return ParticleClass(str(meta["class"]), float(meta["radius_A"]),
+                         float(meta.get("weight", 1.0)), str(meta.get("color", "#ffffff")))
+
+
+def classes_of_layers(layers: Iterable[Points]) -> list[ParticleClass]:
+    """Classes of picks layers, first seen first; one name with two radii is refused."""
+    found: dict[str, ParticleClass] = {}
+    for layer in layers:
+        cls = class_of_layer(layer)
+        known = found.setdefault(cls.name, cls)
+        if not math.isclose(known.radius_A, cls.radius_A, rel_tol=1e-3):
+            raise ValueError(f"class {cls.name!r} has two radii in the picks layers "
+                             f"({known.radius_A:g} and {cls.radius_A:g} A): make them agree")
+    return list(found.values())
+
+
+# -- making picks layers -------------------------------------------------------------------------
+
+
+def ensure_thick_slices(viewer: napari.Viewer, radius_A: float) -> None:
+    """Make slices at least a particle radius thick on each side, so that a particle shows
+    in every slice through it (napari >= 0.9 draws points within the slice thickness only)."""
+    dims = viewer.dims
+    left = tuple(max(m, radius_A) for m in dims.margin_left)
+    right = tuple(max(m, radius_A) for m in dims.margin_right)
+    if (left, right) != (tuple(dims.margin_left), tuple(dims.margin_right)):
+        dims.margin_left, dims.margin_right = left, right
+
+
+def add_points_layer(viewer: napari.Viewer, table: pd.DataFrame, cls: ParticleClass,
+                     tomogram: str, role: str, origin: np.ndarray | None = None,
+                     **meta: object) -> Points:
+    """Add one class's Points layer (made by :func:`..layers.points_layer`) to the viewer.
+
+    ``origin`` (the tomogram's world position) becomes the layer's translate; ``meta`` is
+    added to its metadata block. Slices are made thick enough to show the particles.
+    """
+    data, attrs, _ = points_layer(table, cls, tomogram, role)
+    attrs["metadata"][META].update(meta)
+    if origin is not None:
+        attrs["translate"] = tuple(origin)
+    ensure_thick_slices(viewer, cls.radius_A)
+    return viewer.add_layer(Layer.create(data, attrs, "points"))
+
+
+def show_heatmap(viewer: napari.Viewer, card: ModelCard, index: int, tomogram: str,
+                 origin: np.ndarray, heat: np.ndarray) -> None:
+    """Show one class's predicted heatmap (``card.classes[index]``) as an Image layer in the
+    class colour, added or updated in place; it lies on the model's output grid."""
+    cls = card.classes[index]
+    stride = card.model.output_stride
+    scale = (card.voxel_size * stride,) * 3
+    translate = tuple(origin + float(output_to_input(0, stride)) * card.voxel_size)
+    layer = find_layer(viewer, Image, tomogram, HEATMAP, cls.name)
+    if layer is not None:
+        layer.data, layer.scale, layer.translate = heat, scale, translate
+        return
+    rgb = transform_color(cls.color)[0][:3]
+    viewer.add_image(
+        heat, name=f"{cls.name} heatmap", blending="additive",
+        colormap=Colormap([[*rgb, 0.0], [*rgb, 1.0]], name=f"semietpicker {cls.name}"),
+        contrast_limits=(0.0, 1.0), scale=scale, translate=translate, units="angstrom",
+        metadata={META: {"class": cls.name, "tomogram": tomogram, "role": HEATMAP}})

@@ -1,0 +1,67 @@
+"""The prediction dock's export section: the current picks, one class or all, written with
+:func:`~napari_semietpicker.io.formats.write_picks` (the previous file kept as ``.bak``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QPushButton
+
+from ..io.formats import write_picks
+
+if TYPE_CHECKING:
+    from .prediction import PredictionWidget
+
+ALL_CLASSES = "all classes"
+#: (label, format for io.formats.write_picks, file suffix)
+EXPORT_FORMATS = (("CZII CSV", "csv", ".csv"), ("RELION 5 STAR", "relion5", ".star"),
+                  ("RELION 4 STAR", "relion4", ".star"), ("coords", "coords", ".coords"),
+                  ("copick picks JSON (one class)", "copick", ".json"))
+
+
+class ExportPanel(QGroupBox):
+    """Choose the classes and the format, then write the prediction dock's current picks."""
+
+    def __init__(self, dock: PredictionWidget) -> None:
+        super().__init__("Export")
+        self.dock = dock
+        layout = QHBoxLayout(self)
+        self.scope_combo = QComboBox()
+        self.format_combo = QComboBox()
+        self.format_combo.addItems([label for label, _, _ in EXPORT_FORMATS])
+        export_button = QPushButton("Export…")
+        export_button.clicked.connect(self._choose_export)
+        layout.addWidget(self.scope_combo)
+        layout.addWidget(self.format_combo)
+        layout.addWidget(export_button)
+        self.set_classes([])
+
+    def set_classes(self, names: list[str]) -> None:
+        """The classes that can be exported alone (besides all of them)."""
+        self.scope_combo.clear()
+        self.scope_combo.addItems([ALL_CLASSES, *names])
+
+    def export(self, path: str | Path, format: str = "csv", class_name: str | None = None
+               ) -> pd.DataFrame:
+        """Write the current picks (one class or all) to ``path``; keeps ``<name>.bak``."""
+        prediction = self.dock.current
+        picks = self.dock.predicted_picks(class_name)
+        write_picks(picks, path, format=format, voxel_size=prediction.voxel_size,
+                    shape_by_experiment={prediction.tomogram: prediction.shape},
+                    keep_previous=True)
+        return picks
+
+    def _choose_export(self) -> None:
+        label, fmt, suffix = EXPORT_FORMATS[self.format_combo.currentIndex()]
+        path, _ = QFileDialog.getSaveFileName(self, "Export picks", "", f"{label} (*{suffix})")
+        if not path:
+            return
+        scope = self.scope_combo.currentText()
+        try:
+            picks = self.export(path, fmt, None if scope == ALL_CLASSES else scope)
+        except (ValueError, OSError) as err:
+            self.dock.status.say(f"Export failed: {err}", error=True)
+            return
+        self.dock.status.say(f"Wrote {len(picks)} picks to {path}")
