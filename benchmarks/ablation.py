@@ -49,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--ema-alpha", type=float, default=0.01)
+    p.add_argument("--drop-rate", type=float, default=0.1, help="DropBlock fraction (full mode)")
     p.add_argument("--threshold", type=float, default=0.3)
     p.add_argument("--device", default="auto")
     p.add_argument("--modes", nargs="+", default=list(MODES))
@@ -88,14 +89,15 @@ def main() -> None:
           f" s); labelled {args.labelled}, unlabelled {args.unlabelled}, test {args.test} "
           f"({len(truth)} particles); device {device}; burn-in {args.burn_in} + "
           f"{args.cotrain} steps, preset {args.preset}, crop {args.crop}, batch "
-          f"{args.batch_size}, EMA alpha {args.ema_alpha}, threshold {args.threshold}",
+          f"{args.batch_size}, EMA alpha {args.ema_alpha}, DropBlock {args.drop_rate}, "
+          f"threshold {args.threshold}",
           flush=True)
     rows = []
     for seed in args.seeds:
         base = TrainConfig(steps=args.burn_in, cotrain_steps=args.cotrain, preset=args.preset,
                            crop=args.crop, batch_size=args.batch_size, seed=seed,
                            device=args.device, ema_alpha=args.ema_alpha,
-                           checkpoint_every=10**9)
+                           drop_rate=args.drop_rate, checkpoint_every=10**9)
         burn_dir = out / f"seed{seed}" / "burn-in"
         burn = Trainer(base, classes, labelled, burn_dir, unlabelled)
         burn.run(should_stop=lambda burn=burn: burn.step >= args.burn_in)
