@@ -78,6 +78,8 @@ def monai_baseline(path: Path, n_classes: int, device: torch.device, roi: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["light"])
+    parser.add_argument("--shape", type=int, nargs=3, default=CZII_SHAPE, metavar=("D", "H", "W"),
+                        help="tomogram shape (default: a CZII tomogram)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=1)
@@ -89,10 +91,11 @@ def main() -> None:
     classes = load_classes("czii")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "TS_bench.mrc"
-        volume = np.random.default_rng(0).normal(size=CZII_SHAPE).astype(np.float32)
+        shape = tuple(args.shape)
+        volume = np.random.default_rng(0).normal(size=shape).astype(np.float32)
         write_tomogram(path, volume, 10.0)
         del volume
-        print(f"device: {machine(device)}; tomogram {CZII_SHAPE} at 10 A; "
+        print(f"device: {machine(device)}; tomogram {shape} at 10 A; "
               f"window {args.window}, overlap 0.25, batch {args.batch_size}")
         print(f"{'preset':8} {'views':>5} {'time s':>8} {'re-pick ms':>10} {'peak host GB':>12} "
               f"{'peak GPU GB':>11} {'peaks':>8} {'MONAI s':>8} {'MONAI/ours':>10}")

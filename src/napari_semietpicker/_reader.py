@@ -30,7 +30,7 @@ from .layers import META, PICKS, image_layer, picks_layers
 LayerDataTuple = tuple[Any, dict, str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerDataTuple]]
 
-PICKS_SUFFIXES = (".csv", ".star", ".coords")
+PICKS_SUFFIXES = (".csv", ".star", ".coords", ".json")
 #: Class given to .coords and STAR picks whose file names no class.
 UNNAMED_CLASS = "particle"
 _PROBE_BYTES = 1 << 20
@@ -86,12 +86,12 @@ def picks_file_layers(path: str | Path) -> list[LayerDataTuple]:
 def read_picks_with_context(path: Path) -> pd.DataFrame:
     """Read picks, taking voxel size, shape and class from the file name and a sibling tomogram.
 
-    CSV needs nothing. For .coords and STAR the tomogram is found beside the file by name;
-    the class of a .coords file (or of a STAR without a class column) is the part of the file
-    stem after the tomogram name (``TS_01_ribosome.coords`` -> ``ribosome``).
+    CSV and copick JSON need nothing. For .coords and STAR the tomogram is found beside the
+    file by name; the class of a .coords file (or of a STAR without a class column) is the
+    part of the file stem after the tomogram name (``TS_01_ribosome.coords`` -> ``ribosome``).
     """
     suffix = path.suffix.lower()
-    if suffix == ".csv":
+    if suffix in (".csv", ".json"):  # Angstrom, with tomogram and class inside
         return read_picks(path)
     if suffix == ".coords":
         tomogram = _tomogram_prefixing(path)
@@ -152,6 +152,8 @@ def _kind(path: Path) -> str | None:
         first = head.splitlines()[0] if head.strip() else ""
         columns = {c.strip().strip('"') for c in first.split(",")}
         return "picks" if set(REQUIRED_COLUMNS) <= columns else None
+    if suffix == ".json":  # a copick picks file (one run, one class)
+        return "picks" if '"pickable_object_name"' in head else None
     if suffix == ".star":
         markers = ("_rlnCoordinateX", "_rlnCenteredCoordinateXAngst")
         return "picks" if any(m in head for m in markers) else None

@@ -20,14 +20,14 @@ from .io.picks import empty_picks
 from .layers import META, picks_from_layer
 
 LayerDataTuple = tuple[Any, dict, str]
-SUFFIXES = (".csv", ".star", ".coords")
+SUFFIXES = (".csv", ".star", ".coords", ".json")
 
 
 def write_points(path: str, layer_data: Sequence[LayerDataTuple]) -> list[str]:
     """Write the picks of all given Points layers to ``path``; return the files written.
 
-    A .coords file holds one class: with several classes, one ``<stem>_<class>.coords``
-    is written per class.
+    A .coords file holds one class and a copick picks .json one run and one class: with
+    several, one ``<stem>_<class>.coords`` (``<stem>_<run>_<class>.json``) is written each.
     """
     out = Path(path)
     suffix = out.suffix.lower()
@@ -39,6 +39,8 @@ def write_points(path: str, layer_data: Sequence[LayerDataTuple]) -> list[str]:
     if suffix == ".csv":
         write_picks(df, out, keep_previous=True)
         return [str(out)]
+    if suffix == ".json":  # copick: one run and one class per file
+        return _write_per_group(df, out, ["experiment", "particle_type"])
     if voxel_size is None:
         raise ValueError(
             f"{out}: {suffix} files need the tomogram's voxel size, which these layers do not "
@@ -49,15 +51,20 @@ def write_points(path: str, layer_data: Sequence[LayerDataTuple]) -> list[str]:
         write_picks(df, out, voxel_size=voxel_size, shape_by_experiment=shapes or None,
                     keep_previous=True)
         return [str(out)]
-    classes = list(pd.unique(df["particle_type"]))
-    if len(classes) <= 1:
-        write_picks(df, out, voxel_size=voxel_size, keep_previous=True)
+    return _write_per_group(df, out, ["particle_type"], voxel_size=voxel_size)
+
+
+def _write_per_group(df: pd.DataFrame, out: Path, keys: list[str], **options) -> list[str]:
+    """Formats of one class per file: ``out`` itself, or ``<stem>_<group>`` per group."""
+    groups = list(df.groupby(keys, sort=True))
+    if len(groups) <= 1:
+        write_picks(df, out, keep_previous=True, **options)
         return [str(out)]
     written = []
-    for name in classes:
-        target = out.with_name(f"{out.stem}_{name}{out.suffix}")
-        write_picks(df[df["particle_type"] == name], target, voxel_size=voxel_size,
-                    keep_previous=True)
+    for values, rows in groups:
+        label = "_".join(str(v) for v in values)
+        target = out.with_name(f"{out.stem}_{label}{out.suffix}")
+        write_picks(rows, target, keep_previous=True, **options)
         written.append(str(target))
     return written
 

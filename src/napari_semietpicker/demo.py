@@ -33,16 +33,22 @@ def run_demo(out: Path, headless: bool = False, steps: int = 300) -> int:
     return run_headless(out, steps)
 
 
+DOCKS = ("Classes and annotation", "Training", "Prediction, QC and export")
+
+
 def open_napari() -> int:
     import napari
 
-    viewer = napari.Viewer(title="SemiETPicker demo")
-    viewer.open_sample("napari-semietpicker", "simulated")
-    for widget in ("Classes and annotation", "Training", "Prediction, QC and export"):
-        viewer.window.add_plugin_dock_widget("napari-semietpicker", widget)
-    viewer.dims.ndisplay = 2
+    populate_viewer(napari.Viewer(title="SemiETPicker demo"))
     napari.run()
     return 0
+
+
+def populate_viewer(viewer) -> list:
+    """Load the sample tomogram with its reference picks and add the plugin's docks."""
+    viewer.open_sample("napari-semietpicker", "simulated")
+    return [viewer.window.add_plugin_dock_widget("napari-semietpicker", name)[1]
+            for name in DOCKS]
 
 
 def run_headless(out: Path, steps: int) -> int:

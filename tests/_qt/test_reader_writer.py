@@ -16,7 +16,7 @@ from napari_semietpicker.classes import DEFAULT_RADIUS_A, PALETTE, classes_for_n
 from napari_semietpicker.io.picks import picks_from_positions, read_picks_csv, write_picks_csv
 from napari_semietpicker.io.tomogram import write_tomogram
 from napari_semietpicker.io.zarr_io import write_ome_zarr
-from napari_semietpicker.layers import META, PICKS, REFERENCE
+from napari_semietpicker.layers import META, PICKS, REFERENCE, picks_from_layer
 
 VOXEL = 13.48
 SHAPE = (20, 36, 28)  # z, y, x: non-cubic
@@ -124,6 +124,27 @@ def test_csv_layers_writer_csv_round_trip(tmp_path: Path) -> None:
     assert list(back["particle_type"]) == list(want["particle_type"])
     assert set(back["experiment"]) == {"TS_01"}
     np.testing.assert_allclose(back[["x", "y", "z"]], want[["x", "y", "z"]], atol=0.01)
+
+
+def test_copick_json_round_trip_one_file_per_class(tmp_path: Path) -> None:
+    src = tmp_path / "picks.csv"
+    write_picks_csv(known_picks(), src)
+    written = write_points(str(tmp_path / "out.json"), layer_tuples(src))
+    classes = sorted(pd.unique(known_picks()["particle_type"]))
+    assert written == [str(tmp_path / f"out_TS_01_{c}.json") for c in classes]
+    layers = []
+    for path in written:
+        reader = napari_get_reader(path)
+        assert reader is not None  # a copick picks file is recognised by its content
+        layers += reader(path)
+    back = pd.concat([picks_from_layer(data, attrs["metadata"]) for data, attrs, _ in layers])
+    back = back.sort_values(["particle_type", "x"]).reset_index(drop=True)
+    want = known_picks().sort_values(["particle_type", "x"]).reset_index(drop=True)
+    assert list(back["particle_type"]) == list(want["particle_type"])
+    assert set(back["experiment"]) == {"TS_01"}
+    np.testing.assert_allclose(back[["x", "y", "z"]], want[["x", "y", "z"]], atol=0.01)
+    (tmp_path / "other.json").write_text('{"name": "not picks"}')
+    assert napari_get_reader(str(tmp_path / "other.json")) is None
 
 
 def test_writer_takes_class_from_layer_name_without_metadata(tmp_path: Path) -> None:
