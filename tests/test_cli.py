@@ -46,8 +46,10 @@ def test_train_predict_evaluate_convert(simulated, tmp_path, capsys):
     assert len(list((tmp_path / "hm").glob("sim_002_*.mrc"))) == 6
 
     capsys.readouterr()
-    assert main(["evaluate", str(preds), str(simulated / "picks.csv"), "--json"]) == 0
+    assert main(["evaluate", str(preds), str(simulated / "picks.csv"), "--json",
+                 "--runs", "sim_002"]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert result["experiments"] == ["sim_002"]
     assert 0.0 <= result["czii_score"] <= 1.0
     assert {c["particle_type"] for c in result["classes"]} >= {"ribosome", "apo-ferritin"}
 

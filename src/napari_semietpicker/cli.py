@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                   ] if has_unlabelled else []
     mode = MODES[args.mode]
     cotrain_steps = args.cotrain_steps if mode["cotrain"] else 0
-    if args.mode != "supervised" and not unlabelled:
+    if cotrain_steps and not unlabelled:
         log.warning("no --unlabeled tomograms: training supervised only")
     config = TrainConfig(
         steps=args.steps, cotrain_steps=cotrain_steps, batch_size=args.batch_size,
@@ -205,8 +205,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .io.formats import read_picks
     from .metrics import evaluate
 
-    result = evaluate(read_picks(args.predictions), read_picks(args.truth),
-                      load_classes(args.classes))
+    predictions, truth = read_picks(args.predictions), read_picks(args.truth)
+    if args.runs:
+        predictions = predictions[predictions["experiment"].isin(args.runs)]
+        truth = truth[truth["experiment"].isin(args.runs)]
+    unpicked = sorted(set(truth["experiment"]) - set(predictions["experiment"]))
+    if unpicked:
+        log.warning("%d reference run(s) have no predictions and count as missed: %s "
+                    "(use --runs to score only some runs)", len(unpicked),
+                    ", ".join(unpicked[:5]))
+    result = evaluate(predictions, truth, load_classes(args.classes))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     else:
@@ -314,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("truth")
     p.add_argument("--classes", default="czii")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--runs", nargs="+", default=None,
+                   help="score only these tomograms (default: every run in either file)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("convert", help="convert picks between CSV, STAR, .coords and copick")
