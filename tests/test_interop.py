@@ -377,3 +377,29 @@ def test_copick_project_to_relion5_and_back(project, tmp_path):
     convert_picks(config, tmp_path / "all.star", voxel_size=VOXEL, shape=shapes,
                   user_id="curation", session_id="0")
     same_positions(truth, read_picks(tmp_path / "all.star", voxel_size=VOXEL, shape=shapes))
+
+
+def test_cli_trains_and_picks_from_a_copick_project(project, tmp_path):
+    from napari_semietpicker.checkpoint import load_card
+    from napari_semietpicker.classes import ParticleClass, save_classes
+    from napari_semietpicker.cli import main
+
+    config, _ = project
+    classes = tmp_path / "classes.json"
+    save_classes([ParticleClass("ribosome", 150.0), ParticleClass("apo-ferritin", 60.0)], classes)
+    source = ["--copick", str(config), "--tomo-type", "wbp", "--voxel-spacing", str(VOXEL)]
+    model = tmp_path / "model"
+    assert main(["-q", "train", *source, "--runs", "TS_1", "--user", "curation",
+                 "--session", "0", "--classes", str(classes), "--out", str(model),
+                 "--preset", "tiny", "--crop", "32", "--steps", "2", "--cotrain-steps", "0"]) == 0
+    card = load_card(model)
+    assert card.history["labelled"] == ["TS_1"] and card.voxel_size == pytest.approx(VOXEL)
+    # pick every run of the project and write the picks back into it
+    assert main(["-q", "predict", str(model), *source, "--out", str(config),
+                 "--user", "semietpicker", "--session", "1", "--threshold", "0.05"]) == 0
+    parts = sorted(p.stem for p in (tmp_path / "copick").glob("config.json.parts/*.csv"))
+    assert parts == ["TS_1", "TS_2"]
+    written = read_copick_picks(open_project(config), user_id="semietpicker", session_id="1")
+    merged = pd.concat([pd.read_csv(tmp_path / "copick" / "config.json.parts" / f"{p}.csv")
+                        for p in parts], ignore_index=True)
+    assert len(written) == len(merged)

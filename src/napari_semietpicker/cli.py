@@ -360,8 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = distributed.launched_by_torchrun() and os.environ.get("RANK", "0") != "0"
     args.quiet = args.quiet or worker  # one progress bar and one log under torchrun
     prefix = f"[rank {os.environ['RANK']}] " if distributed.launched_by_torchrun() else ""
+    # Logs go to stderr (``force``: handlers other libraries installed must not put them on
+    # stdout, which --json output and pipes own).
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format=f"{prefix}%(levelname)s: %(message)s")
+                        format=f"{prefix}%(levelname)s: %(message)s", stream=sys.stderr,
+                        force=True)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, ImportError) as err:
