@@ -27,28 +27,12 @@ def has_display() -> bool:
 def run_demo(out: Path, headless: bool = False, steps: int = 300) -> int:
     """Run the demo; returns a process exit code."""
     if not headless and has_display():
+        from ._qt.launch import open_napari
+
         return open_napari()
     print("no display (or --headless): running the headless demo; "
           "with a display this command opens napari instead")
     return run_headless(out, steps)
-
-
-DOCKS = ("Classes and annotation", "Training", "Prediction, QC and export")
-
-
-def open_napari() -> int:
-    import napari
-
-    populate_viewer(napari.Viewer(title="SemiETPicker demo"))
-    napari.run()
-    return 0
-
-
-def populate_viewer(viewer) -> list:
-    """Load the sample tomogram with its reference picks and add the plugin's docks."""
-    viewer.open_sample("napari-semietpicker", "simulated")
-    return [viewer.window.add_plugin_dock_widget("napari-semietpicker", name)[1]
-            for name in DOCKS]
 
 
 def run_headless(out: Path, steps: int) -> int:

@@ -1,9 +1,9 @@
 """The README's first command with a display: napari with the sample data and the docks."""
 
 from napari_semietpicker._qt.annotation import AnnotationWidget
+from napari_semietpicker._qt.launch import populate_viewer
 from napari_semietpicker._qt.prediction import PredictionWidget
 from napari_semietpicker._qt.training import TrainingWidget
-from napari_semietpicker.demo import populate_viewer
 
 
 def test_demo_opens_the_sample_and_all_docks(make_napari_viewer):
