@@ -43,6 +43,10 @@ class ModelCard:
     def threshold(self, name: str, default: float = 0.3) -> float:
         return float(self.thresholds.get(name, default))
 
+    def class_thresholds(self) -> dict[str, float]:
+        """The score threshold of every class (the model's, else the default)."""
+        return {c.name: self.threshold(c.name) for c in self.classes}
+
     def to_dict(self) -> dict:
         return {
             "format_version": FORMAT_VERSION,

@@ -167,8 +167,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, card = load_model(args.model, device)
     config = PredictConfig(window=args.window, overlap=args.overlap, tta=args.tta,
                            batch_size=args.batch_size)
-    thresholds = args.threshold if args.threshold is not None else \
-        {c.name: card.threshold(c.name) for c in card.classes}
+    thresholds = args.threshold if args.threshold is not None else card.class_thresholds()
     tomograms = _tomograms(args, args.tomograms, args.runs)
     if not tomograms:
         raise ValueError("give tomograms to pick, or --copick (with --runs, or all runs)")

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 #: Picks may sit this many voxels outside the volume (rounding in other tools) before
 #: they are refused as belonging to another tomogram or another voxel size.
 OUTSIDE_TOLERANCE_VOXELS = 2.0
+#: Two picks of one class closer than this fraction of its radius mark one particle.
+DUPLICATE_FRACTION = 0.2
 
 
 @dataclass
@@ -65,10 +67,6 @@ def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
                     "of the radius to another pick)", tomogram.name, int((~keep).sum()),
                     100 * DUPLICATE_FRACTION)
     return Volume(tomogram.name, data, tomogram.voxel_size, positions[keep], class_index[keep])
-
-
-#: Two picks of one class closer than this fraction of its radius mark one particle.
-DUPLICATE_FRACTION = 0.2
 
 
 def unique_picks(positions: np.ndarray, class_index: np.ndarray, radii: np.ndarray) -> np.ndarray:

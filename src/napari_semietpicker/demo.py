@@ -71,7 +71,7 @@ def run_headless(out: Path, steps: int) -> int:
     model, card = load_model(out / "model")
     test = tomograms[2]
     peaks, _ = pick_tomogram(model, card, test)
-    predicted = peaks.at({c.name: card.threshold(c.name) for c in classes})
+    predicted = peaks.at(card.class_thresholds())
     truth = select(picks, experiment=test.name)
     result = evaluate(predicted, truth, classes)
     chance = evaluate(random_picks_baseline(truth, {test.name: tuple(test.extent_A)}, seed=0),

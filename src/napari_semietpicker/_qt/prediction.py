@@ -249,7 +249,7 @@ class PredictionWidget(QWidget):
         lost = sum(e.count for e in previous.edits.values()) if previous else 0
         self.predictions[name] = Prediction(
             name, key[0], card, peaks, layer_origin(image), tomogram.voxel_size,
-            tomogram.shape, {c.name: card.threshold(c.name) for c in card.classes},
+            tomogram.shape, card.class_thresholds(),
             {c.name: Edits() for c in card.classes})
         self.evaluation = None
         self._add_layers(self.predictions[name], heat)

@@ -131,20 +131,19 @@ def write_tomogram(path: str | Path, data: np.ndarray, voxel_size: float) -> Non
 def normalize(volume: np.ndarray, name: str = "volume", sample_step: int = 4) -> np.ndarray:
     """Return a float32 copy with zero mean and unit variance, robust to outliers.
 
-    Statistics come from a strided subsample (fast on memory maps); values are clipped
+    Statistics come from a strided subsample of the copy; values are clipped
     to +-5 standard deviations so that gold beads and edges do not dominate. NaN or
     infinite voxels are refused: they would poison every window that touches them.
     """
-    sample = np.asarray(volume[::sample_step, ::sample_step, ::sample_step], dtype=np.float64)
-    if not np.all(np.isfinite(sample)) or not np.all(np.isfinite(volume)):
+    out = np.array(volume, dtype=np.float32)  # one read of the (memory-mapped) file
+    if not np.isfinite(out).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
+    sample = out[::sample_step, ::sample_step, ::sample_step].astype(np.float64)
     lo, hi = np.percentile(sample, [0.1, 99.9])
     clipped = np.clip(sample, lo, hi)
     mean, std = clipped.mean(), clipped.std()
     if not std > 0:
         raise ValueError(f"{name}: constant volume (no contrast to pick from)")
-    out = np.asarray(volume, dtype=np.float32).copy() if volume.dtype == np.float32 else \
-        np.asarray(volume, dtype=np.float32)
     out -= np.float32(mean)
     out /= np.float32(std)
     np.clip(out, -5.0, 5.0, out=out)
