@@ -37,7 +37,7 @@ from napari_semietpicker.io.formats import (  # noqa: E402
 )
 from napari_semietpicker.io.picks import picks_from_positions  # noqa: E402
 from napari_semietpicker.io.star import read_star, write_star  # noqa: E402
-from napari_semietpicker.io.tomogram import write_tomogram  # noqa: E402
+from napari_semietpicker.io.tomogram import bin_tomogram, write_tomogram  # noqa: E402
 from napari_semietpicker.io.zarr_io import bin2, read_zarr_tomogram, write_ome_zarr  # noqa: E402
 
 SHAPE = (40, 56, 72)  # z, y, x
@@ -140,12 +140,25 @@ def test_plain_zarr_needs_a_voxel_size(tmp_path, volume):
     np.testing.assert_array_equal(tomogram.data[:], volume)
 
 
-def test_mrc_has_a_single_level(tmp_path, volume):
+def test_mrc_levels_are_mean_binned_on_reading(tmp_path, volume):
     path = tmp_path / "t.mrc"
-    write_tomogram(path, volume, VOXEL)
-    assert read_any_tomogram(path).shape == SHAPE
-    with pytest.raises(ValueError, match="single level"):
-        read_any_tomogram(path, level=1)
+    odd = np.pad(volume, ((0, 3), (0, 1), (0, 2)))  # trailing planes that fill no bin
+    write_tomogram(path, odd, VOXEL)
+    assert read_any_tomogram(path).shape == odd.shape
+    level2 = read_any_tomogram(path, level=2)
+    assert level2.voxel_size == pytest.approx(4 * VOXEL)
+    assert level2.shape == (10, 14, 18)
+    expected = volume.reshape(10, 4, 14, 4, 18, 4).mean(axis=(1, 3, 5))
+    np.testing.assert_allclose(level2.data, expected, rtol=1e-5, atol=1e-6)
+    # Slabs of z planes give the same result as one pass.
+    level0 = read_any_tomogram(path)
+    np.testing.assert_array_equal(bin_tomogram(level0, 4, slab=2).data, level2.data)
+    np.testing.assert_array_equal(bin_tomogram(level0, 2, slab=2).data,
+                                  bin_tomogram(level0, 2, slab=64).data)
+    with pytest.raises(ValueError, match=r"^t: shape .* smaller than 8 voxels"):
+        read_any_tomogram(path, level=3)
+    with pytest.raises(ValueError, match="level must be 0 or more"):
+        read_any_tomogram(path, level=-1)
 
 
 # --- picks round trips ------------------------------------------------------------------

@@ -59,7 +59,9 @@ def _tomograms(args: argparse.Namespace, files: Sequence[str], runs: Sequence[st
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voxel-size", type=float, default=None, help="override file headers (A)")
-    p.add_argument("--level", type=int, default=0, help="zarr pyramid level (1 = binned 2x)")
+    p.add_argument("--level", type=int, default=0,
+                   help="binned level: 1 = 2x coarser (zarr: a pyramid level; MRC: binned on "
+                        "reading)")
     p.add_argument("--copick", default=None, help="copick project config (JSON)")
     p.add_argument("--tomo-type", default=None, help="copick tomogram type, e.g. denoised")
     p.add_argument("--voxel-spacing", type=float, default=None, help="copick voxel spacing (A)")

@@ -31,7 +31,7 @@ from .atomic import write_text_atomic
 from .copick_io import open_project, read_copick_picks, write_copick_picks
 from .picks import empty_picks, read_picks_csv, validate_picks, write_picks_csv
 from .star import ShapeSpec, read_coords, read_star, star_version, write_coords, write_star
-from .tomogram import Tomogram, read_tomogram
+from .tomogram import Tomogram, bin_tomogram, read_tomogram
 from .zarr_io import is_zarr_path, read_zarr_tomogram
 
 PICKS_FORMATS = ("csv", "relion4", "relion5", "coords", "copick", "copick-project")
@@ -149,16 +149,15 @@ def read_any_tomogram(path: str | Path, level: int = 0,
                       voxel_size: float | None = None) -> Tomogram:
     """Open a tomogram lazily: MRC-family files memory-mapped, zarr/OME-Zarr directories.
 
-    ``level`` picks a binned level of a zarr pyramid (an MRC file has only level 0);
-    ``voxel_size`` overrides the file's (see :func:`read_tomogram`, :func:`read_zarr_tomogram`).
+    ``level`` picks a binned level: ``2**level`` times coarser. A zarr pyramid has it stored;
+    an MRC file is mean-binned on reading (then held in memory, binned). ``voxel_size``
+    overrides the file's level-0 size (see :func:`read_tomogram`, :func:`read_zarr_tomogram`).
     """
     if is_zarr_path(path):
         return read_zarr_tomogram(path, level=level, voxel_size=voxel_size)
-    if level != 0:
-        raise ValueError(
-            f"{path}: an MRC file has a single level; level {level} needs a zarr pyramid"
-        )
-    return read_tomogram(path, voxel_size=voxel_size)
+    if level < 0:
+        raise ValueError(f"{path}: level must be 0 or more, got {level}")
+    return bin_tomogram(read_tomogram(path, voxel_size=voxel_size), 2**level)
 
 
 def _is_copick_config(path: Path) -> bool:
