@@ -6,7 +6,12 @@ from torch import nn
 
 from napari_semietpicker.augment import dropblock, dropblock_mask, random_flip_rot
 from napari_semietpicker.model import ModelConfig, build_model
-from napari_semietpicker.semi import FLIP_VIEWS, ema_update, predict_views
+from napari_semietpicker.semi import (
+    FLIP_VIEWS,
+    batchnorm_statistics_frozen,
+    ema_update,
+    predict_views,
+)
 
 
 def test_ema_moves_teacher_by_alpha():
@@ -24,6 +29,21 @@ def test_ema_moves_teacher_by_alpha():
     weight = "head.weight"
     torch.testing.assert_close(teacher.state_dict()[weight] - before[weight],
                                torch.full_like(before[weight], 0.1))
+
+
+def test_strong_views_leave_batchnorm_running_statistics_alone():
+    model = build_model(ModelConfig(n_classes=1, preset="tiny")).train()
+    norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm3d))
+    noisy = 5.0 + 3.0 * torch.randn(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    before = norm.running_mean.clone(), norm.running_var.clone()
+    with batchnorm_statistics_frozen(model):
+        out = model(noisy)
+    torch.testing.assert_close(norm.running_mean, before[0])
+    torch.testing.assert_close(norm.running_var, before[1])
+    # Batch statistics were still used (train mode), and the momentum is back afterwards.
+    assert not torch.allclose(out, model.eval()(noisy))
+    model.train()(noisy)
+    assert norm.momentum == 0.1 and not torch.equal(norm.running_mean, before[0])
 
 
 class _Equivariant(nn.Module):

@@ -64,17 +64,47 @@ def test_stop_flag_ends_training_with_a_usable_model(blob_set, tmp_path):
     assert card.history["steps_done"] == 3
 
 
-def test_resume_continues_where_it_stopped(blob_set, tmp_path):
+def test_resume_continues_exactly_where_it_stopped(blob_set, tmp_path):
     classes = blob_set["classes"]
     labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
-    config = TrainConfig(steps=6, **TINY)
-    Trainer(config, classes, labelled, tmp_path).run(should_stop=lambda: False)
-    assert load_trainer_state(tmp_path)["step"] == 6
-    config.steps = 10
-    trainer = Trainer(config, classes, labelled, tmp_path, resume=True)
-    assert trainer.step == 6
-    assert trainer.run().steps_done == 10
-    assert len(trainer.losses) == 10
+    unlabelled = [prepare_volume(blob_set["tomograms"][1])]
+    config = TrainConfig(steps=4, cotrain_steps=4, ema_alpha=0.2, **TINY)
+    straight = Trainer(config, classes, labelled, tmp_path / "straight", unlabelled)
+    straight.run()
+    # The same run stopped during co-training, then resumed in a new Trainer.
+    first = Trainer(config, classes, labelled, tmp_path / "resumed", unlabelled)
+    assert first.run(should_stop=lambda: first.step >= 6).steps_done == 6
+    assert load_trainer_state(tmp_path / "resumed")["step"] == 6
+    trainer = Trainer(config, classes, labelled, tmp_path / "resumed", unlabelled, resume=True)
+    assert trainer.step == 6 and trainer.teacher is not None
+    assert trainer.run().steps_done == 8
+    # Every step's data depends on its step number alone, so the result is the same.
+    np.testing.assert_allclose(trainer.losses, straight.losses, rtol=1e-5)
+    resumed = load_model(tmp_path / "resumed")[0].state_dict()
+    for name, value in load_model(tmp_path / "straight")[0].state_dict().items():
+        torch.testing.assert_close(resumed[name], value)
+
+
+def test_ablation_settings_train_on_the_same_crops(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    unlabelled = [prepare_volume(blob_set["tomograms"][1])]
+    batches = {}
+    for dropblock in (False, True):
+        config = TrainConfig(steps=2, cotrain_steps=2, dropblock=dropblock, **TINY)
+        trainer = Trainer(config, classes, labelled, tmp_path / str(dropblock), unlabelled)
+        batches[dropblock] = [trainer.make_batch(step) for step in range(4)]
+    for plain, dropped in zip(batches[False], batches[True]):
+        torch.testing.assert_close(plain.image, dropped.image)
+        torch.testing.assert_close(plain.target, dropped.target)
+    assert batches[True][1].weak is None  # burn-in: labelled crops only
+    weak, plain, dropped = batches[False][3].weak, batches[False][3].strong, batches[True][3].strong
+    torch.testing.assert_close(weak, batches[True][3].weak)
+    # Without DropBlock the strong view differs from the weak one (intensity, blur); with it,
+    # it equals that view except in the dropped blocks (about the default 10% of voxels).
+    assert not torch.equal(weak, plain)
+    changed = (dropped != plain).float().mean().item()
+    assert 0.05 < changed < 0.15
 
 
 def test_resume_with_other_classes_is_refused_clearly(blob_set, tmp_path):

@@ -122,32 +122,32 @@ class CropSampler:
     """Random crops: near a pick with probability ``positive_fraction``, else anywhere.
 
     Labelled volumes yield (image, target heatmap); unlabelled ones yield images only.
-    All randomness comes from one torch.Generator, so a run can be resumed exactly.
+    All randomness comes from the torch.Generator given to :meth:`sample`, so a batch is
+    reproduced exactly from the generator's seed.
     """
 
     def __init__(self, volumes: Sequence[Volume], crop_shape: tuple[int, int, int],
-                 classes: Sequence[ParticleClass], stride: int, generator: torch.Generator,
+                 classes: Sequence[ParticleClass], stride: int,
                  positive_fraction: float = 0.7) -> None:
         self.volumes = list(volumes)
         self.crop_shape = np.asarray(crop_shape)
         self.stride = stride
         self.sigmas = class_sigmas(classes, self.volumes[0].voxel_size, stride) if classes else None
         self.n_classes = len(classes)
-        self.generator = generator
         self.positive_fraction = positive_fraction
 
-    def _randint(self, high: int) -> int:
-        return int(torch.randint(0, max(1, high), (), generator=self.generator))
+    def _origin(self, volume: Volume, generator: torch.Generator) -> np.ndarray:
+        def randint(high: int) -> int:
+            return int(torch.randint(0, max(1, high), (), generator=generator))
 
-    def _origin(self, volume: Volume) -> np.ndarray:
         span = np.asarray(volume.data.shape) - self.crop_shape
         labelled = volume.positions is not None and len(volume.positions)
-        if labelled and torch.rand((), generator=self.generator) < self.positive_fraction:
-            center = volume.positions[self._randint(len(volume.positions))]
-            jitter = (torch.rand(3, generator=self.generator).numpy() - 0.5) * 0.8 * self.crop_shape
+        if labelled and torch.rand((), generator=generator) < self.positive_fraction:
+            center = volume.positions[randint(len(volume.positions))]
+            jitter = (torch.rand(3, generator=generator).numpy() - 0.5) * 0.8 * self.crop_shape
             origin = np.round(center + jitter - self.crop_shape / 2).astype(int)
             return np.clip(origin, 0, span)
-        return np.array([self._randint(s + 1) for s in span])
+        return np.array([randint(s + 1) for s in span])
 
     def _target(self, volume: Volume, origin: np.ndarray) -> np.ndarray:
         out_shape = tuple(int(s) for s in self.crop_shape // self.stride)
@@ -157,12 +157,14 @@ class CropSampler:
         return render_targets(input_to_output(local[near], self.stride),
                               volume.class_index[near], out_shape, self.sigmas)
 
-    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def sample(self, batch_size: int, generator: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A batch (B, 1, d, h, w) and, for labelled volumes, targets (B, C, d/2, h/2, w/2)."""
         images, targets = [], []
         for _ in range(batch_size):
-            volume = self.volumes[self._randint(len(self.volumes))]
-            origin = self._origin(volume)
+            volume = self.volumes[int(torch.randint(0, len(self.volumes), (),
+                                                    generator=generator))]
+            origin = self._origin(volume, generator)
             z, y, x = origin
             d, h, w = self.crop_shape
             images.append(np.asarray(volume.data[z:z + d, y:y + h, x:x + w], dtype=np.float32))

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 #: The weak views of the teacher: the crop itself and its flips along z, y and x.
 FLIP_VIEWS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
+
+
+@contextmanager
+def batchnorm_statistics_frozen(model: nn.Module) -> Iterator[None]:
+    """Within the block, BatchNorm layers normalise by batch but leave their running stats.
+
+    The student's forward pass on strong views (noise, blur, DropBlock) must not move the
+    running statistics that prediction uses: those would then describe occluded, noisier
+    crops than any real tomogram, and the EMA teacher would inherit them. Measured on the
+    ablation, letting them move made DropBlock collapse whole classes on some seeds.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
 
 
 @torch.no_grad()

@@ -25,7 +25,8 @@ from .data import CropSampler, Volume, check_training_set, crop_shape_for
 from .losses import reweighted_mse
 from .model import SIZE_MULTIPLE, ModelConfig, build_model
 from .predict import is_out_of_memory
-from .semi import FLIP_VIEWS, ema_update, predict_views
+from .prefetch import Prefetcher
+from .semi import FLIP_VIEWS, batchnorm_statistics_frozen, ema_update, predict_views
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,41 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+#: Independent random streams of one step (their order here is part of the seeds).
+STREAMS = ("labelled", "unlabelled", "strong")
+
+
+def step_generator(seed: int, rank: int, step: int, stream: str) -> torch.Generator:
+    """The random source of one step's ``stream``: a function of its arguments alone.
+
+    Seeding every step afresh, rather than drawing from one long-lived generator, makes a
+    step's data independent of everything before it: resuming needs no generator state,
+    prefetching cannot change the data, and the ablation settings train on the same crops
+    (with DropBlock on or off, only the strong views differ).
+    """
+    words = np.random.SeedSequence([seed, rank, step, STREAMS.index(stream)]).generate_state(2)
+    return torch.Generator().manual_seed(int(words[0]) << 31 | int(words[1]) >> 1)
+
+
+@dataclass
+class StepBatch:
+    """One step's inputs: augmented labelled crops and targets; in co-training, also
+    unlabelled crops in their weak (teacher) and strong (student) views."""
+
+    image: torch.Tensor
+    target: torch.Tensor
+    weak: torch.Tensor | None = None
+    strong: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> StepBatch:
+        return StepBatch(*(None if t is None else t.to(device, non_blocking=True)
+                           for t in (self.image, self.target, self.weak, self.strong)))
+
+    def pin_memory(self) -> StepBatch:
+        return StepBatch(*(None if t is None else t.pin_memory()
+                           for t in (self.image, self.target, self.weak, self.strong)))
+
+
 def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
     """Linear warm-up, then cosine decay to 5% of the base rate."""
     if step < warmup:
@@ -98,9 +134,11 @@ def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
 class Trainer:
     """Trains a model directory: burn-in on labelled crops, then optional co-training.
 
+    Batches are made a step or two ahead in a background thread (:class:`Prefetcher`).
     Under torchrun the student is wrapped in DistributedDataParallel: each rank samples
-    its own crops (seed + rank), gradients are averaged, the EMA teacher is updated
-    identically on every rank, and rank 0 alone writes the model directory.
+    its own crops (the rank is part of every step's seed), gradients are averaged, the EMA
+    teacher is updated identically on every rank, and rank 0 alone writes the model
+    directory.
     """
 
     def __init__(self, config: TrainConfig, classes: Sequence[ParticleClass],
@@ -120,14 +158,13 @@ class Trainer:
         if config.cotrain_steps and not unlabelled:
             log.warning("co-training asked for but no unlabelled tomograms given: "
                         "training supervised only (burn-in)")
-        self.generator = torch.Generator().manual_seed(config.seed + dist.rank())
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         model_config = ModelConfig(n_classes=len(classes), preset=config.preset)
         crop_shape = crop_shape_for([*labelled, *unlabelled], config.crop)
         self.labelled = CropSampler(labelled, crop_shape, classes, model_config.output_stride,
-                                    self.generator, config.positive_fraction)
+                                    config.positive_fraction)
         self.unlabelled = CropSampler(unlabelled, crop_shape, (), model_config.output_stride,
-                                      self.generator, 0.0) if unlabelled else None
+                                      0.0) if unlabelled else None
         self.student = build_model(model_config).to(self.device)
         self.teacher: torch.nn.Module | None = None
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
@@ -171,10 +208,7 @@ class Trainer:
             raise ValueError(f"{self.out_dir}: cannot resume: it was trained with other classes "
                              f"or another network preset ({str(err).splitlines()[0]})") from err
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
         self.step = int(state["step"])
-        if dist.is_distributed():  # rank 0's saved sampler state: decorrelate the ranks again
-            self.generator.manual_seed(self.config.seed + 7919 * self.step + dist.rank())
         self.losses = [float(x) for x in state["losses"]]
         if self.step > self.config.steps and self.unlabelled is not None:
             self.teacher, _ = load_model(self.out_dir, self.device)
@@ -195,7 +229,7 @@ class Trainer:
                    self.card)
         save_trainer_state(self.out_dir, {
             "student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(), "step": self.step,
+            "step": self.step,
             "losses": torch.tensor(self.losses, dtype=torch.float64),
         })
 
@@ -204,34 +238,41 @@ class Trainer:
         enabled = self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def _labelled_loss(self) -> torch.Tensor:
-        image, target = self.labelled.sample(self.config.batch_size)
-        image, target = random_flip_rot(image, target, self.generator)
-        image = random_intensity(image, self.generator)
-        image, target = image.to(self.device), target.to(self.device)
-        with self._autocast():
-            pred = self.forward_student(image)
-        return reweighted_mse(pred, target, self.config.lam)
+    def make_batch(self, step: int) -> StepBatch:
+        """Step ``step``'s crops and augmentations, on the host (run ahead by the prefetcher)."""
+        config, rank = self.config, dist.rank()
+        generator = step_generator(config.seed, rank, step, "labelled")
+        image, target = self.labelled.sample(config.batch_size, generator)
+        image, target = random_flip_rot(image, target, generator)
+        batch = StepBatch(random_intensity(image, generator), target)
+        if self.unlabelled is not None and step >= config.steps:
+            generator = step_generator(config.seed, rank, step, "unlabelled")
+            weak, _ = self.unlabelled.sample(config.batch_size, generator)
+            batch.weak, _ = random_flip_rot(weak, weak, generator)
+            batch.strong = strong_augment(batch.weak,
+                                          step_generator(config.seed, rank, step, "strong"),
+                                          config.drop_rate, config.dropblock)
+        return batch.pin_memory() if self.device.type == "cuda" else batch
 
-    def _unlabelled_loss(self) -> torch.Tensor:
-        image, _ = self.unlabelled.sample(self.config.batch_size)
-        image, _ = random_flip_rot(image, image, self.generator)
-        strong = strong_augment(image, self.generator, self.config.drop_rate,
-                                self.config.dropblock).to(self.device)
+    def _unlabelled_loss(self, weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
         views = FLIP_VIEWS if self.config.multi_view else ((),)
         with self._autocast():
-            pseudo = predict_views(self.teacher, image.to(self.device), views)
-            pred = self.forward_student(strong)
+            pseudo = predict_views(self.teacher, weak, views)
+            with batchnorm_statistics_frozen(self.student):
+                pred = self.forward_student(strong)
         return reweighted_mse(pred, pseudo, self.config.lam)
 
-    def _train_step(self) -> tuple[float, float | None]:
+    def _train_step(self, batch: StepBatch) -> tuple[float, float | None]:
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr * _lr_factor(self.step, self.total_steps)
         self.student.train()
-        loss = self._labelled_loss()
+        batch = batch.to(self.device)
+        with self._autocast():
+            pred = self.forward_student(batch.image)
+        loss = reweighted_mse(pred, batch.target, self.config.lam)
         loss_u = None
         if self.teacher is not None:
-            loss_u = self._unlabelled_loss()
+            loss_u = self._unlabelled_loss(batch.weak, batch.strong)
             loss = loss + self.config.unlabelled_weight * loss_u
         if dist.any_rank(not torch.isfinite(loss).item(), self.device):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
@@ -271,33 +312,44 @@ class Trainer:
         """
         start, first_step = time.perf_counter(), self.step
         reason = "done"
-        while self.step < self.total_steps:
-            if dist.any_rank(should_stop is not None and should_stop(), self.device):
-                reason = "stopped"
-                break
-            if self.step >= self.config.steps and self.teacher is None and self.unlabelled:
-                self.teacher = copy.deepcopy(self.student).eval()
-                for p in self.teacher.parameters():
-                    p.requires_grad_(False)
-            try:
-                loss, loss_u = self._train_step()
-            except FloatingPointError as err:
-                log.error("%s; stopping and keeping the last checkpoint", err)
-                return TrainResult(self.step, True, f"diverged: {err}", self.losses)
-            except Exception as err:
-                if not (is_out_of_memory(err) and self._shrink_for_memory()):
-                    raise
-                continue
-            self.step += 1
-            self.losses.append(loss)
-            if on_progress is not None and dist.is_main():
-                elapsed = time.perf_counter() - start
-                rate = elapsed / (self.step - first_step)
-                on_progress(TrainProgress(
-                    self.step, self.total_steps,
-                    "co-training" if self.teacher is not None else "burn-in", loss, loss_u,
-                    elapsed, rate * (self.total_steps - self.step)))
-            if self.step % self.config.checkpoint_every == 0:
-                self.save()
+        batches = Prefetcher(self.make_batch, self.step)
+        try:
+            while self.step < self.total_steps:
+                if dist.any_rank(should_stop is not None and should_stop(), self.device):
+                    reason = "stopped"
+                    break
+                if self.step >= self.config.steps and self.teacher is None and self.unlabelled:
+                    self.teacher = copy.deepcopy(self.student).eval()
+                    for p in self.teacher.parameters():
+                        p.requires_grad_(False)
+                try:
+                    loss, loss_u = self._train_step(batches.get(self.step))
+                except FloatingPointError as err:
+                    log.error("%s; stopping and keeping the last checkpoint", err)
+                    return TrainResult(self.step, True, f"diverged: {err}", self.losses)
+                except Exception as err:
+                    if not (is_out_of_memory(err) and self._shrink_for_memory()):
+                        raise
+                    batches.close()  # batches made ahead have the old size
+                    batches = Prefetcher(self.make_batch, self.step)
+                    continue
+                self._after_step(loss, loss_u, start, first_step, on_progress)
+        finally:
+            batches.close()
         self.save()
         return TrainResult(self.step, reason != "done", reason, self.losses)
+
+    def _after_step(self, loss: float, loss_u: float | None, start: float, first_step: int,
+                    on_progress: Callable[[TrainProgress], None] | None) -> None:
+        """Count the step, report progress, checkpoint when due."""
+        self.step += 1
+        self.losses.append(loss)
+        if on_progress is not None and dist.is_main():
+            elapsed = time.perf_counter() - start
+            rate = elapsed / (self.step - first_step)
+            on_progress(TrainProgress(
+                self.step, self.total_steps,
+                "co-training" if self.teacher is not None else "burn-in", loss, loss_u,
+                elapsed, rate * (self.total_steps - self.step)))
+        if self.step % self.config.checkpoint_every == 0:
+            self.save()

@@ -27,7 +27,7 @@ def model_dir(blob_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
     classes = blob_set["classes"]
     labelled = [prepare_volume(t, blob_set["picks"], classes) for t in blob_set["tomograms"][:2]]
-    config = TrainConfig(steps=20, preset="tiny", crop=32, lr=1e-2, checkpoint_every=1000)
+    config = TrainConfig(steps=40, preset="tiny", crop=32, lr=5e-3, checkpoint_every=1000)
     Trainer(config, classes, labelled, out).run()
     return out
 
@@ -145,12 +145,12 @@ def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer
     tuned = training.last_model_dir
     source = dock.current.model_dir
     assert tuned.name == f"{source.name}-ft1", training.status.text()
-    # Fine-tuning starts from the model's weights with a fresh schedule: 1 step, not 20 + 1.
+    # Fine-tuning starts from the model's weights with a fresh schedule: 1 step, not 40 + 1.
     assert training.result.steps_done == 1
     card = load_card(tuned)
     assert card.history["fine_tuned_from"] == str(source.resolve())
     assert "blob_2" in card.history["labelled"]
-    assert load_card(source).history["steps_done"] == 20  # the model itself is untouched
+    assert load_card(source).history["steps_done"] == 40  # the model itself is untouched
 
 
 def test_evaluation_colours_and_table_match_the_metrics(predicted, blob_viewer, blob_set):
