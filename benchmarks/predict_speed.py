@@ -2,13 +2,14 @@
 
 Prints wall time (read + normalise + sliding window + peaks + CSV) and peak memory,
 per preset, without and with the four flip views, and the time to re-pick after a
-threshold change from cached peaks. In the same run, the same volume goes through
-MONAI's ``sliding_window_inference`` (overlap 0.25, Gaussian blending) with a MONAI
-``BasicUNet`` of comparable width, and the ratio is printed. Weights are random:
-speed does not depend on them.
+threshold change from cached peaks. ``--bins 1 2`` adds a model trained at 2x the voxel
+size (20 A): the tomogram is resampled to it on the fly (binned inference). In the same
+run, the same volume goes through MONAI's ``sliding_window_inference`` (overlap 0.25,
+Gaussian blending) with a MONAI ``BasicUNet`` of comparable width, and the ratio is
+printed. Weights are random: speed does not depend on them.
 
     pip install monai   # for the baseline (the ``bench`` extra)
-    python benchmarks/predict_speed.py [--presets light paper] [--device cuda] [--window 256]
+    python benchmarks/predict_speed.py [--presets light paper] [--bins 1 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--bins", type=int, nargs="+", default=[1],
+                        help="model voxel size as a multiple of the tomogram's (binned inference)")
     parser.add_argument("--no-tta", action="store_true", help="skip the four-view runs")
     parser.add_argument("--no-monai", action="store_true", help="skip the MONAI baseline")
     parser.add_argument("--monai-roi", type=int, default=128, help="MONAI window side")
@@ -97,41 +100,43 @@ def main() -> None:
         del volume
         print(f"device: {machine(device)}; tomogram {shape} at 10 A; "
               f"window {args.window}, overlap 0.25, batch {args.batch_size}")
-        print(f"{'preset':8} {'views':>5} {'time s':>8} {'re-pick ms':>10} {'peak host GB':>12} "
-              f"{'peak GPU GB':>11} {'peaks':>8} {'MONAI s':>8} {'MONAI/ours':>10}")
+        print(f"{'preset':8} {'bin':>3} {'views':>5} {'time s':>8} {'re-pick ms':>10} "
+              f"{'peak host GB':>12} {'peak GPU GB':>11} {'peaks':>8} {'MONAI s':>8} "
+              f"{'MONAI/ours':>10}")
         baseline: dict[bool, float] = {}
-        for preset in args.presets:
+        runs = [(preset, binning, tta) for preset in args.presets for binning in args.bins
+                for tta in ([False] if args.no_tta else [False, True])]
+        for preset, binning, tta in runs:
             config = ModelConfig(n_classes=len(classes), preset=preset)
             model = build_model(config).to(device).eval()
             # Random weights give flat maps near 0.01; a zero head bias makes many peaks,
             # the worst case for peak finding and re-picking.
             torch.nn.init.zeros_(model.head.bias)
-            card = ModelCard(classes=classes, voxel_size=10.0, model=config)
-            for tta in ([False] if args.no_tta else [False, True]):
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                tomogram = read_tomogram(path)
-                peaks, _ = pick_tomogram(model, card, tomogram, PredictConfig(
-                    window=args.window, tta=tta, batch_size=args.batch_size), device)
-                write_picks_csv(peaks.at(0.5), Path(tmp) / "picks.csv")
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                elapsed = time.perf_counter() - start
-                t = time.perf_counter()
-                for threshold in np.linspace(0.1, 0.9, 20):
-                    peaks.at(float(threshold))
-                repick_ms = (time.perf_counter() - t) / 20 * 1000
-                gpu = torch.cuda.max_memory_allocated(device) / 1024**3 \
-                    if device.type == "cuda" else float("nan")
-                if not args.no_monai and tta not in baseline:
-                    baseline[tta] = monai_baseline(path, len(classes), device, args.monai_roi,
-                                                   args.batch_size, tta)
-                monai_s = baseline.get(tta, float("nan"))
-                print(f"{preset:8} {4 if tta else 1:>5} {elapsed:>8.2f} {repick_ms:>10.2f} "
-                      f"{peak_host_memory_gb():>12.2f} {gpu:>11.2f} {len(peaks.picks):>8} "
-                      f"{monai_s:>8.2f} {monai_s / elapsed:>10.2f}", flush=True)
+            card = ModelCard(classes=classes, voxel_size=10.0 * binning, model=config)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            tomogram = read_tomogram(path)
+            peaks, _ = pick_tomogram(model, card, tomogram, PredictConfig(
+                window=args.window, tta=tta, batch_size=args.batch_size), device)
+            write_picks_csv(peaks.at(0.5), Path(tmp) / "picks.csv")
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - start
+            t = time.perf_counter()
+            for threshold in np.linspace(0.1, 0.9, 20):
+                peaks.at(float(threshold))
+            repick_ms = (time.perf_counter() - t) / 20 * 1000
+            gpu = torch.cuda.max_memory_allocated(device) / 1024**3 \
+                if device.type == "cuda" else float("nan")
+            if not args.no_monai and binning == 1 and tta not in baseline:
+                baseline[tta] = monai_baseline(path, len(classes), device, args.monai_roi,
+                                               args.batch_size, tta)
+            monai_s = baseline.get(tta, float("nan")) if binning == 1 else float("nan")
+            print(f"{preset:8} {binning:>3} {4 if tta else 1:>5} {elapsed:>8.2f} "
+                  f"{repick_ms:>10.2f} {peak_host_memory_gb():>12.2f} {gpu:>11.2f} "
+                  f"{len(peaks.picks):>8} {monai_s:>8.2f} {monai_s / elapsed:>10.2f}", flush=True)
 
 
 if __name__ == "__main__":
