@@ -5,7 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from napari_semietpicker.checkpoint import load_card, load_model, load_trainer_state
+from napari_semietpicker.checkpoint import (
+    load_card,
+    load_model,
+    load_trainer_state,
+    save_thresholds,
+)
 from napari_semietpicker.data import prepare_volume
 from napari_semietpicker.metrics import evaluate
 from napari_semietpicker.predict import (
@@ -232,3 +237,22 @@ def test_peaks_map_to_angstrom_and_thresholds_filter_cached_peaks(trained):
     assert len(cache.at(0.5)) == 1 and len(cache.at(0.3)) == 2
     assert list(cache.at({"big": 0.95, "small": 0.3}).particle_type) == ["small"]
     assert isinstance(cache, PeakCache) and isinstance(cache.at(0.1), pd.DataFrame)
+
+
+def test_saved_thresholds_are_used_and_survive_more_training(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    config = TrainConfig(steps=2, **TINY)
+    Trainer(config, classes, labelled, tmp_path).run()
+    assert load_card(tmp_path).class_thresholds() == {"big": 0.3, "small": 0.3}
+    card = save_thresholds(tmp_path, {"small": 0.72})
+    assert card.class_thresholds() == {"big": 0.3, "small": 0.72}
+    assert load_card(tmp_path).class_thresholds() == {"big": 0.3, "small": 0.72}
+    with pytest.raises(ValueError, match="the model has no class medium"):
+        save_thresholds(tmp_path, {"medium": 0.5})
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        save_thresholds(tmp_path, {"big": 1.5})
+    config.steps = 3
+    Trainer(config, classes, labelled, tmp_path, resume=True).run()
+    card = load_card(tmp_path)
+    assert card.history["steps_done"] == 3 and card.thresholds == {"small": 0.72}

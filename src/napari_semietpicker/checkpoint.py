@@ -99,6 +99,24 @@ def load_card(model_dir: str | Path) -> ModelCard:
     return ModelCard.from_dict(raw, str(path))
 
 
+def save_thresholds(model_dir: str | Path, thresholds: dict[str, float]) -> ModelCard:
+    """Store per-class score thresholds in the model's config.json (atomically).
+
+    ``semietpicker predict`` and the napari dock then pick with them by default, so
+    thresholds tuned by eye on one tomogram carry over to the rest of the dataset.
+    """
+    card = load_card(model_dir)
+    unknown = sorted(set(thresholds) - {c.name for c in card.classes})
+    if unknown:
+        raise ValueError(f"{model_dir}: the model has no class {', '.join(unknown)}")
+    bad = {k: v for k, v in thresholds.items() if not 0.0 <= float(v) <= 1.0}
+    if bad:
+        raise ValueError(f"{model_dir}: thresholds must be between 0 and 1, got {bad}")
+    card.thresholds.update({k: float(v) for k, v in thresholds.items()})
+    write_text_atomic(Path(model_dir) / CONFIG, json.dumps(card.to_dict(), indent=2))
+    return card
+
+
 def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
                ) -> tuple[AsymmetricUNet3D, ModelCard]:
     """Rebuild the network from config.json and load safetensors weights (no pickle)."""

@@ -19,7 +19,14 @@ import torch
 
 from . import distributed as dist
 from .augment import random_flip_rot, random_intensity, strong_augment
-from .checkpoint import ModelCard, load_model, load_trainer_state, save_model, save_trainer_state
+from .checkpoint import (
+    ModelCard,
+    load_card,
+    load_model,
+    load_trainer_state,
+    save_model,
+    save_trainer_state,
+)
 from .classes import ParticleClass
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
 from .losses import reweighted_mse
@@ -209,6 +216,7 @@ class Trainer:
                              f"or another network preset ({str(err).splitlines()[0]})") from err
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.card.thresholds = load_card(self.out_dir).thresholds  # tuned ones are kept
         self.losses = [float(x) for x in state["losses"]]
         if self.step > self.config.steps and self.unlabelled is not None:
             self.teacher, _ = load_model(self.out_dir, self.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,6 +90,30 @@ def test_predict_adds_heatmaps_and_scored_points(predicted, blob_viewer, qtbot):
     qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
     assert calls == [1, 1] and dock._model_cache[3] is model
     assert len(blob_viewer.layers) == n_layers and heatmaps[0] in blob_viewer.layers
+
+
+def test_tuned_thresholds_are_saved_into_the_model_and_used_next_time(
+        blob_viewer, model_dir, qtbot, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    dock = PredictionWidget(blob_viewer)
+    blob_viewer.window.add_dock_widget(dock, name="Prediction")
+    dock.save_thresholds_button.click()
+    assert "Predict a tomogram first" in dock.status.text()
+    dock.model_edit.setText(str(copy))
+    dock.image_combo.setCurrentText("blob_2")
+    dock.window_spin.setValue(64)
+    dock.predict_button.click()
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
+    dock._rows["small"][1].setValue(0.6)
+    dock.save_thresholds_button.click()
+    assert "Saved thresholds" in dock.status.text(), dock.status.text()
+    assert load_card(copy).class_thresholds() == {"big": 0.3, "small": 0.6}
+    # The next prediction starts from the saved thresholds.
+    dock.predict_button.click()
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
+    assert dock.current.thresholds == {"big": 0.3, "small": 0.6}
+    assert dock._rows["small"][1].value() == pytest.approx(0.6)
 
 
 def test_threshold_slider_repicks_from_the_cache_only(predicted, blob_viewer):

@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..checkpoint import WEIGHTS
+from ..checkpoint import WEIGHTS, save_thresholds
 from ..io.picks import empty_picks
 from ..layers import PREDICTED
 from ..metrics import Evaluation
@@ -124,6 +124,12 @@ class PredictionWidget(QWidget):
                                       "layers of this tomogram, for the Training dock")
         self.labels_button.clicked.connect(self._on_labels_clicked)
         self.finetune_check = QCheckBox("then fine-tune in the Training dock")
+        self.save_thresholds_button = QPushButton("Save thresholds to the model")
+        self.save_thresholds_button.setToolTip(
+            "Write these per-class thresholds into the model's config.json: the CLI and the "
+            "next prediction pick with them")
+        self.save_thresholds_button.clicked.connect(self.save_thresholds)
+        self.thresholds.layout().addWidget(self.save_thresholds_button)
         self.thresholds.layout().addWidget(self.labels_button)
         self.thresholds.layout().addWidget(self.finetune_check)
         layout.addWidget(self.thresholds)
@@ -315,6 +321,22 @@ class PredictionWidget(QWidget):
         self.last_repick_ms = (time.perf_counter() - start) * 1000
         self._say(f"{class_name}: threshold {value:.2f}, re-picked in "
                   f"{self.last_repick_ms:.1f} ms")
+
+    def save_thresholds(self) -> None:
+        """Store the current tomogram's thresholds in its model directory."""
+        prediction = self.current
+        if prediction is None:
+            self._say("Predict a tomogram first: its thresholds are what gets saved.", True)
+            return
+        try:
+            prediction.card = save_thresholds(prediction.model_dir, prediction.thresholds)
+        except (OSError, ValueError) as err:
+            self._say(f"Thresholds not saved: {err}", True)
+            return
+        if self._model_cache and self._model_cache[0] == prediction.model_dir:
+            self._model_cache = None  # config.json changed: reload it next time
+        values = ", ".join(f"{k} {v:.2f}" for k, v in prediction.thresholds.items())
+        self._say(f"Saved thresholds to {prediction.model_dir}: {values}")
 
     def repick(self, class_name: str, prediction: Prediction | None = None) -> None:
         """Show the cached peaks above the threshold, with the user's corrections applied."""
