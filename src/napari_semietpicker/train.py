@@ -336,9 +336,9 @@ class Trainer:
                     log.error("%s; stopping and keeping the last checkpoint", err)
                     return TrainResult(self.step, True, f"diverged: {err}", self.losses)
                 except Exception as err:
+                    batches.close()  # before shrinking: batches made ahead have the old size
                     if not (is_out_of_memory(err) and self._shrink_for_memory()):
                         raise
-                    batches.close()  # batches made ahead have the old size
                     batches = Prefetcher(self.make_batch, self.step)
                     continue
                 self._after_step(loss, loss_u, start, first_step, on_progress)
