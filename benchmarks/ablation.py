@@ -42,7 +42,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--shape", type=int, nargs=3, default=(64, 192, 192))
     p.add_argument("--density", type=float, default=3.0, help="x the CZII particle density")
     p.add_argument("--data-seed", type=int, default=1000)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--burn-in", type=int, default=400)
     p.add_argument("--cotrain", type=int, default=200)
     p.add_argument("--preset", default="light")
