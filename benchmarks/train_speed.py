@@ -1,7 +1,9 @@
 """Training speed: steps and crops per second, and the data pipeline's share of the time.
 
 Runs the real Trainer (crop sampling, targets, augmentation, loss, Adam) on a simulated
-CZII-sized tomogram for each preset and prints the figures and peak memory.
+CZII-sized tomogram for each preset and prints the figures and peak memory. "data %" is
+the host time spent making batches (in the prefetch thread); "waited %" is the time the
+training loop actually waited for them, which prefetching keeps near zero.
 
     python benchmarks/train_speed.py [--presets light] [--steps 20] [--device cpu]
 """
@@ -49,26 +51,26 @@ def main() -> None:
     print(f"device {device}, crop {args.crop}^3, batch {args.batch_size}, {args.steps} steps "
           f"after 3 warm-up steps; threads {torch.get_num_threads()}")
     print(f"{'preset':8} {'step s':>8} {'steps/s':>8} {'crops/s':>8} {'data %':>7} "
-          f"{'peak host GB':>12} {'peak GPU GB':>11}")
+          f"{'waited %':>8} {'peak host GB':>12} {'peak GPU GB':>11}")
     for preset in args.presets:
         with tempfile.TemporaryDirectory() as tmp:
             config = TrainConfig(steps=args.steps + 3, batch_size=args.batch_size,
                                  crop=args.crop, preset=preset, device=args.device,
                                  checkpoint_every=10**9)
             trainer = Trainer(config, classes, labelled, tmp)
-            data_time = [0.0]
-            sample = trainer.labelled.sample
+            data_time = [0.0]  # host time making batches (crops, targets, augmentation)
+            make = trainer.make_batch
 
-            def timed_sample(batch_size, sample=sample, data_time=data_time):
+            def timed_make(step, make=make, data_time=data_time):
                 t = time.perf_counter()
-                out = sample(batch_size)
+                out = make(step)
                 data_time[0] += time.perf_counter() - t
                 return out
 
-            trainer.labelled.sample = timed_sample
+            trainer.make_batch = timed_make
             trainer.total_steps = 3
             trainer.run()  # warm-up (allocations, cuDNN autotuning)
-            data_time[0] = 0.0
+            data_time[0], trainer.data_wait_s = 0.0, 0.0
             trainer.total_steps = config.steps
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -84,7 +86,8 @@ def main() -> None:
             host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
             print(f"{preset:8} {per_step:>8.3f} {1 / per_step:>8.2f} "
                   f"{args.batch_size / per_step:>8.2f} {100 * data_time[0] / elapsed:>6.1f}% "
-                  f"{host:>12.2f} {gpu:>11.2f}", flush=True)
+                  f"{100 * trainer.data_wait_s / elapsed:>7.1f}% {host:>12.2f} {gpu:>11.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,17 @@ def test_close_stops_the_thread_while_it_waits_on_a_full_queue():
     batches.close()
     assert not any(t.name == "semietpicker-prefetch" and t.is_alive()
                    for t in threading.enumerate())
+
+
+def test_depth_zero_makes_each_item_when_asked_without_a_thread():
+    made = []
+
+    def make(step: int) -> int:
+        made.append(step)
+        return -step
+
+    before = threading.active_count()
+    with Prefetcher(make, first_step=3, depth=0) as batches:
+        assert threading.active_count() == before and made == []
+        assert batches.get(3) == -3 and made == [3]
+        assert batches.get(4) == -4 and made == [3, 4]

@@ -75,6 +75,7 @@ def test_resume_continues_exactly_where_it_stopped(blob_set, tmp_path):
     unlabelled = [prepare_volume(blob_set["tomograms"][1])]
     config = TrainConfig(steps=4, cotrain_steps=4, ema_alpha=0.2, **TINY)
     straight = Trainer(config, classes, labelled, tmp_path / "straight", unlabelled)
+    straight.prefetch_depth = 2  # batches made in a thread, as on a GPU: the same data
     straight.run()
     # The same run stopped during co-training, then resumed in a new Trainer.
     first = Trainer(config, classes, labelled, tmp_path / "resumed", unlabelled)

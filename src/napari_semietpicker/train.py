@@ -141,7 +141,8 @@ def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
 class Trainer:
     """Trains a model directory: burn-in on labelled crops, then optional co-training.
 
-    Batches are made a step or two ahead in a background thread (:class:`Prefetcher`).
+    On a GPU, batches are made two steps ahead in a background thread (:class:`Prefetcher`);
+    on the CPU, where that thread would compete with the model for cores, they are made inline.
     Under torchrun the student is wrapped in DistributedDataParallel: each rank samples
     its own crops (the rank is part of every step's seed), gradients are averaged, the EMA
     teacher is updated identically on every rank, and rank 0 alone writes the model
@@ -183,6 +184,8 @@ class Trainer:
             self.forward_student = DistributedDataParallel(self.student, device_ids=ids)
         self.step = 0
         self.losses: list[float] = []
+        self.data_wait_s = 0.0  # time the loop waited for batches (see Prefetcher.waited_s)
+        self.prefetch_depth = 0 if self.device.type == "cpu" else 2
         self.card = ModelCard(classes=self.classes, voxel_size=self.voxel_size,
                               model=model_config)
         self.card.history = {"train_config": asdict(config),
@@ -320,7 +323,7 @@ class Trainer:
         """
         start, first_step = time.perf_counter(), self.step
         reason = "done"
-        batches = Prefetcher(self.make_batch, self.step)
+        batches = self._batches()
         try:
             while self.step < self.total_steps:
                 if dist.any_rank(should_stop is not None and should_stop(), self.device):
@@ -339,13 +342,18 @@ class Trainer:
                     batches.close()  # before shrinking: batches made ahead have the old size
                     if not (is_out_of_memory(err) and self._shrink_for_memory()):
                         raise
-                    batches = Prefetcher(self.make_batch, self.step)
+                    self.data_wait_s += batches.waited_s
+                    batches = self._batches()
                     continue
                 self._after_step(loss, loss_u, start, first_step, on_progress)
         finally:
             batches.close()
+            self.data_wait_s += batches.waited_s
         self.save()
         return TrainResult(self.step, reason != "done", reason, self.losses)
+
+    def _batches(self) -> Prefetcher[StepBatch]:
+        return Prefetcher(self.make_batch, self.step, self.prefetch_depth)
 
     def _after_step(self, loss: float, loss_u: float | None, start: float, first_step: int,
                     on_progress: Callable[[TrainProgress], None] | None) -> None:
