@@ -191,19 +191,26 @@ def test_training_halves_the_batch_after_out_of_memory(blob_set, tmp_path, caplo
 
 
 # -- voxel size ------------------------------------------------------------------------
-def test_other_voxel_size_is_resampled_and_picks_stay_in_angstrom(caplog):
+@pytest.mark.parametrize("tomogram_voxel,model_voxel,level", [
+    (20.0, 10.0, logging.WARNING),  # a finer model: the tomogram is upsampled
+    (10.0, 20.0, logging.INFO),  # a model trained binned 2x: binned inference
+])
+def test_other_voxel_size_is_resampled_and_picks_stay_in_angstrom(
+        caplog, tomogram_voxel, model_voxel, level):
     shape, center = (32, 48, 64), np.array([14.0, 20.0, 40.0])
+    blob_sigma = 40.0 / tomogram_voxel  # 40 A whatever the voxel size
     grid = np.indices(shape, dtype=np.float32)
     r2 = sum((grid[a] - center[a]) ** 2 for a in range(3))
-    data = 2 * np.exp(-r2 / (2 * 2.0**2)) + 0.3 * np.random.default_rng(0).normal(size=shape)
-    tomogram = Tomogram(data.astype(np.float32), 20.0, "coarse")  # model is at 10 A
-    card = ModelCard(BLOB, 10.0, ModelConfig(1, "tiny"))
-    with caplog.at_level(logging.WARNING):
+    data = 2 * np.exp(-r2 / (2 * blob_sigma**2)) + 0.3 * np.random.default_rng(0).normal(
+        size=shape)
+    tomogram = Tomogram(data.astype(np.float32), tomogram_voxel, "other")
+    card = ModelCard(BLOB, model_voxel, ModelConfig(1, "tiny"))
+    with caplog.at_level(logging.INFO):
         peaks, _ = pick_tomogram(_LimitedPool(max_side=1024), card, tomogram,
                                  PredictConfig(window=128))
-    assert "resampling" in caplog.text
+    assert [r.levelno for r in caplog.records if "resampling" in r.message] == [level]
     best = peaks.picks.sort_values("score").iloc[-1]
-    assert np.allclose([best.z, best.y, best.x], center * 20.0, atol=12.0)
+    assert np.allclose([best.z, best.y, best.x], center * tomogram_voxel, atol=12.0)
 
 
 # -- fuzzing ---------------------------------------------------------------------------

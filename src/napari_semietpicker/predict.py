@@ -171,12 +171,17 @@ def peaks_from_heatmaps(heat: torch.Tensor, card: ModelCard, tomogram: str,
 
 def rescale_to_model(volume: np.ndarray, voxel_size: float, model_voxel_size: float,
                      name: str) -> np.ndarray:
-    """Resample a normalised volume to the model's voxel size (trilinear) when they differ."""
+    """Resample a normalised volume to the model's voxel size (trilinear) when they differ.
+
+    A coarser model (trained on binned data) is binned inference, said at INFO level; a
+    finer one means upsampling the tomogram, which is slow and seldom meant: a warning.
+    """
     ratio = voxel_size / model_voxel_size
     if abs(ratio - 1) <= 0.02:
         return volume
-    log.warning("%s: voxel size %.3g A differs from the model's %.3g A; resampling the tomogram",
-                name, voxel_size, model_voxel_size)
+    log.log(logging.INFO if ratio < 1 else logging.WARNING,
+            "%s: voxel size %.3g A differs from the model's %.3g A; resampling the tomogram",
+            name, voxel_size, model_voxel_size)
     new_shape = [max(SIZE_MULTIPLE, int(round(s * ratio))) for s in volume.shape]
     resized = F.interpolate(torch.from_numpy(volume)[None, None], size=new_shape,
                             mode="trilinear", align_corners=False)
