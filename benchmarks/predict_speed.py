@@ -10,6 +10,7 @@ printed. Weights are random: speed does not depend on them.
 
     pip install monai   # for the baseline (the ``bench`` extra)
     python benchmarks/predict_speed.py [--presets light paper] [--bins 1 2] [--device cuda]
+        [--compile]
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--bins", type=int, nargs="+", default=[1],
                         help="model voxel size as a multiple of the tomogram's (binned inference)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network (a warm-up pick compiles it first)")
     parser.add_argument("--no-tta", action="store_true", help="skip the four-view runs")
     parser.add_argument("--no-monai", action="store_true", help="skip the MONAI baseline")
     parser.add_argument("--monai-roi", type=int, default=128, help="MONAI window side")
@@ -113,13 +116,19 @@ def main() -> None:
             # the worst case for peak finding and re-picking.
             torch.nn.init.zeros_(model.head.bias)
             card = ModelCard(classes=classes, voxel_size=10.0 * binning, model=config)
+            predict_config = PredictConfig(window=args.window, tta=tta,
+                                           batch_size=args.batch_size)
+            if args.compile:
+                model = torch.compile(model)
+                t = time.perf_counter()
+                pick_tomogram(model, card, read_tomogram(path), predict_config, device)
+                print(f"compiled and warmed up in {time.perf_counter() - t:.1f} s", flush=True)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
             tomogram = read_tomogram(path)
-            peaks, _ = pick_tomogram(model, card, tomogram, PredictConfig(
-                window=args.window, tta=tta, batch_size=args.batch_size), device)
+            peaks, _ = pick_tomogram(model, card, tomogram, predict_config, device)
             write_picks_csv(peaks.at(0.5), Path(tmp) / "picks.csv")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
