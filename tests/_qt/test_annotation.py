@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import QColorDialog
 
 from napari_semietpicker._qt.annotation import AnnotationWidget
 from napari_semietpicker.autosave import autosave_path, load_autosave
@@ -106,7 +109,8 @@ def test_removed_layer_keeps_its_autosaved_picks(make_napari_viewer, mrc_path: P
     assert sorted(saved["particle_type"]) == sorted([CZII[0], CZII[2]])
 
 
-def test_editing_classes_updates_state_and_layers(make_napari_viewer, mrc_path: Path) -> None:
+def test_editing_classes_updates_state_and_layers(make_napari_viewer, mrc_path: Path,
+                                                  monkeypatch) -> None:
     _, widget = open_with_dock(make_napari_viewer, mrc_path)
     emitted = []
     widget.classes_changed.connect(emitted.append)
@@ -127,6 +131,16 @@ def test_editing_classes_updates_state_and_layers(make_napari_viewer, mrc_path: 
     assert widget.table.item(0, 1).text() == "77" and widget.classes[0].radius_A == 77.0
     widget.table.item(1, 0).setText("ribosome")  # duplicate name
     assert "duplicate" in widget.status.text() and widget.classes[1].name == CZII[1]
+
+    # The colour cell opens a colour dialog on double-click (typing is off there).
+    assert not widget.table.item(0, 3).flags() & Qt.ItemIsEditable
+    answers = [QColor("#123456"), QColor()]  # chosen, then cancelled (invalid)
+    monkeypatch.setattr(QColorDialog, "getColor", lambda *args: answers.pop(0))
+    widget.table.cellDoubleClicked.emit(0, 3)
+    assert widget.classes[0].color == "#123456" and emitted[-1][0].color == "#123456"
+    assert layers[0].metadata[META]["color"] == "#123456"
+    widget.table.cellDoubleClicked.emit(0, 3)
+    assert widget.classes[0].color == "#123456"
 
     widget.set_preset("czii")
     assert widget.classes == list(PRESETS["czii"])

@@ -27,6 +27,7 @@ from qtpy.QtCore import QEvent, Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QColorDialog,
     QComboBox,
     QFileDialog,
     QGridLayout,
@@ -221,6 +222,7 @@ class AnnotationWidget(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.itemChanged.connect(self._on_table_edited)
+        self.table.cellDoubleClicked.connect(self._on_cell_double_clicked)
         add_button = QPushButton("Add class")
         add_button.clicked.connect(self._add_class)
         remove_button = QPushButton("Remove class")
@@ -259,7 +261,9 @@ class AnnotationWidget(QWidget):
                       str(counts.get(cls.name, 0)))
             for column, text in enumerate(values):
                 item = QTableWidgetItem(text)
-                if column == COLOR:
+                if column == COLOR:  # chosen in a colour dialog (double-click)
+                    item.setFlags(item.flags() & ~Qt.ItemIsEditable)
+                    item.setToolTip("Double-click to choose a colour")
                     item.setBackground(QColor(cls.color))
                     item.setForeground(QColor("black" if QColor(cls.color).lightness() > 128
                                               else "white"))
@@ -302,6 +306,14 @@ class AnnotationWidget(QWidget):
         self.status.say(message)
 
     # -- reactions --------------------------------------------------------------------
+    def _on_cell_double_clicked(self, row: int, column: int) -> None:
+        if column != COLOR:
+            return
+        cls = self.state.classes[row]
+        color = QColorDialog.getColor(QColor(cls.color), self, f"Colour of {cls.name}")
+        if color.isValid():  # invalid when the dialog is cancelled
+            self.table.item(row, COLOR).setText(color.name())  # applied like any edit
+
     def _on_table_edited(self, item: QTableWidgetItem) -> None:
         if item.column() == COUNT:
             return
