@@ -121,13 +121,15 @@ class StepBatch:
     weak: torch.Tensor | None = None
     strong: torch.Tensor | None = None
 
-    def to(self, device: torch.device) -> StepBatch:
-        return StepBatch(*(None if t is None else t.to(device, non_blocking=True)
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> StepBatch:
+        return StepBatch(*(None if t is None else fn(t)
                            for t in (self.image, self.target, self.weak, self.strong)))
 
+    def to(self, device: torch.device) -> StepBatch:
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
     def pin_memory(self) -> StepBatch:
-        return StepBatch(*(None if t is None else t.pin_memory()
-                           for t in (self.image, self.target, self.weak, self.strong)))
+        return self._map(torch.Tensor.pin_memory)
 
 
 def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
