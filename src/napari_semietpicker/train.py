@@ -251,6 +251,10 @@ class Trainer:
         enabled = self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
+    def _cotraining(self, step: int) -> bool:
+        """Whether ``step`` is a co-training step (after the burn-in, with unlabelled data)."""
+        return self.unlabelled is not None and step >= self.config.steps
+
     def make_batch(self, step: int) -> StepBatch:
         """Step ``step``'s crops and augmentations, on the host (run ahead by the prefetcher)."""
         config, rank = self.config, dist.rank()
@@ -258,7 +262,7 @@ class Trainer:
         image, target = self.labelled.sample(config.batch_size, generator)
         image, target = random_flip_rot(image, target, generator)
         batch = StepBatch(random_intensity(image, generator), target)
-        if self.unlabelled is not None and step >= config.steps:
+        if self._cotraining(step):
             generator = step_generator(config.seed, rank, step, "unlabelled")
             weak, _ = self.unlabelled.sample(config.batch_size, generator)
             batch.weak, _ = random_flip_rot(weak, weak, generator)
@@ -331,7 +335,7 @@ class Trainer:
                 if dist.any_rank(should_stop is not None and should_stop(), self.device):
                     reason = "stopped"
                     break
-                if self.step >= self.config.steps and self.teacher is None and self.unlabelled:
+                if self._cotraining(self.step) and self.teacher is None:
                     self.teacher = copy.deepcopy(self.student).eval()
                     for p in self.teacher.parameters():
                         p.requires_grad_(False)
