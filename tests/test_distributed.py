@@ -1,5 +1,6 @@
 """Multi-process runs under torchrun with the gloo backend on the CPU (2 ranks)."""
 
+import json
 import os
 import re
 import subprocess
@@ -17,13 +18,14 @@ from napari_semietpicker.distributed import shard
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
-def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def torchrun(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2", *args]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
@@ -31,20 +33,50 @@ def test_shard_splits_round_robin():
     assert shard(["a", "b", "c"]) == ["a", "b", "c"]  # one process: everything
 
 
-def test_two_rank_training_keeps_ranks_identical(tmp_path):
-    torchrun(str(SCRIPTS / "train_two_ranks.py"), str(tmp_path), cwd=tmp_path)
+def assert_ranks_hold_identical_weights(out: Path) -> None:
     for role in ("student", "teacher"):
-        rank0 = load_file(str(tmp_path / f"{role}_rank0.safetensors"))
-        rank1 = load_file(str(tmp_path / f"{role}_rank1.safetensors"))
+        rank0 = load_file(str(out / f"{role}_rank0.safetensors"))
+        rank1 = load_file(str(out / f"{role}_rank1.safetensors"))
         assert rank0.keys() == rank1.keys()
         for name in rank0:
             torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0)
+
+
+def test_two_rank_training_keeps_ranks_identical(tmp_path):
+    torchrun(str(SCRIPTS / "train_two_ranks.py"), str(tmp_path), cwd=tmp_path)
+    assert_ranks_hold_identical_weights(tmp_path)
     model_files = sorted(p.name for p in (tmp_path / "model").iterdir())
     assert model_files == ["config.json", "model.safetensors", "trainer_state.pt"]
     saved = load_file(str(tmp_path / "model" / "model.safetensors"))
     teacher = load_file(str(tmp_path / "teacher_rank0.safetensors"))
     for name in saved:  # after co-training the saved model is the EMA teacher
         torch.testing.assert_close(saved[name], teacher[name], rtol=0, atol=0)
+
+
+def test_out_of_memory_on_one_rank_shrinks_every_rank_together(tmp_path):
+    done = torchrun(str(SCRIPTS / "train_two_ranks.py"), str(tmp_path), "oom", cwd=tmp_path)
+    log = done.stdout + done.stderr
+    # each rank logs both shrinks: its own out-of-memory error and the other rank's
+    shrinks = [(1, "batch 2 of crops (64, 96, 96)", "batch 1 of crops (64, 96, 96)"),
+               (3, "batch 1 of crops (64, 96, 96)", "batch 1 of crops (32, 64, 64)")]
+    for step, before, after in shrinks:
+        for rank in (0, 1):
+            assert (f"[rank {rank}] WARNING: out of memory at step {step} with {before}; "
+                    f"retrying with {after}") in log
+    sizes = [json.loads((tmp_path / f"sizes_rank{r}.json").read_text()) for r in (0, 1)]
+    assert sizes[0] == sizes[1] == {"batch_size": 1, "crop": [32, 64, 64]}
+    assert_ranks_hold_identical_weights(tmp_path)
+
+
+def test_out_of_memory_in_one_ranks_backward_ends_the_run_with_advice(tmp_path):
+    done = torchrun(str(SCRIPTS / "train_two_ranks.py"), str(tmp_path), "oom-backward",
+                    cwd=tmp_path, check=False)
+    log = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert ("RankOutOfMemoryError: rank 1 ran out of memory in the backward pass at step 1"
+            in log)
+    assert "--resume and a smaller --batch-size or --crop" in log
+    assert "retrying" not in log  # no rank shrank alone
 
 
 @pytest.fixture()

@@ -190,6 +190,30 @@ def test_training_halves_the_batch_after_out_of_memory(blob_set, tmp_path, caplo
     assert load_model(tmp_path)[1].history["steps_done"] == 3
 
 
+def test_out_of_memory_at_the_smallest_trainable_size_is_raised(blob_set, tmp_path, caplog):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    trainer = Trainer(TrainConfig(steps=3, batch_size=1, preset="tiny", crop=64), classes,
+                      labelled, tmp_path)
+
+    def never_fits(x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    trainer.forward_student.forward = never_fits
+    with caplog.at_level(logging.WARNING), pytest.raises(torch.cuda.OutOfMemoryError):
+        trainer.run()
+    # one crop of 32^3 would leave BatchNorm one value per channel: not tried
+    assert "retrying" not in caplog.text and tuple(trainer.labelled.crop_shape) == (64, 64, 64)
+
+
+def test_a_batch_batchnorm_cannot_train_on_is_refused_clearly(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    with pytest.raises(ValueError, match=r"batch 1 of crops \(32, 32, 32\) is too small"):
+        Trainer(TrainConfig(batch_size=1, preset="tiny", crop=32), classes, labelled, tmp_path)
+    Trainer(TrainConfig(batch_size=2, preset="tiny", crop=32), classes, labelled, tmp_path)
+
+
 # -- voxel size ------------------------------------------------------------------------
 @pytest.mark.parametrize("tomogram_voxel,model_voxel,level", [
     (20.0, 10.0, logging.WARNING),  # a finer model: the tomogram is upsampled

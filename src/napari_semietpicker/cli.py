@@ -366,15 +366,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format=f"{prefix}%(levelname)s: %(message)s", stream=sys.stderr,
                         force=True)
+    failed_alone = False  # this rank stopped where the others wait in a collective
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, FileNotFoundError, ImportError, distributed.RankOutOfMemoryError) as err:
+        failed_alone = isinstance(err, distributed.RankOutOfMemoryError)
         if args.verbose:
             raise
         print(f"semietpicker {args.command}: error: {err}", file=sys.stderr)
         return 2
     finally:
-        if distributed.is_distributed():
+        if distributed.is_distributed() and not failed_alone:
             distributed.barrier()
             torch_dist = distributed.dist
             torch_dist.destroy_process_group()

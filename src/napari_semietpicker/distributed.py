@@ -16,6 +16,14 @@ import torch.distributed as dist
 T = TypeVar("T")
 
 
+class RankOutOfMemoryError(Exception):
+    """One rank ran out of memory where the others cannot follow it (the backward pass).
+
+    Not a ``MemoryError``: shrinking and retrying on one rank alone would leave the ranks'
+    collectives out of step, so the run ends instead.
+    """
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -54,11 +62,16 @@ def barrier() -> None:
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if ``flag`` is true on any rank (a stop request, a NaN)."""
+    return any_ranks([flag], device)[0]
+
+
+def any_ranks(flags: Sequence[bool], device: torch.device) -> list[bool]:
+    """``any_rank`` for several flags at once: one small all-reduce for all of them."""
     if not is_distributed():
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
+        return [bool(flag) for flag in flags]
+    values = torch.tensor([1.0 if flag else 0.0 for flag in flags], device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(value > 0) for value in values.tolist()]
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:

@@ -132,6 +132,16 @@ class StepBatch:
         return self._map(torch.Tensor.pin_memory)
 
 
+def trainable_sizes(batch_size: int, crop_shape: Sequence[int]) -> bool:
+    """Whether BatchNorm can train on this batch: more than one value per channel at the
+    deepest stage (stride 32), e.g. not one crop of 32^3."""
+    return batch_size * int(np.prod(np.asarray(crop_shape) // SIZE_MULTIPLE)) > 1
+
+
+def _sizes_text(batch_size: int, crop_shape: Sequence[int]) -> str:
+    return f"batch {batch_size} of crops {tuple(int(s) for s in crop_shape)}"
+
+
 def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
     """Linear warm-up, then cosine decay to 5% of the base rate."""
     if step < warmup:
@@ -171,6 +181,11 @@ class Trainer:
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         model_config = ModelConfig(n_classes=len(classes), preset=config.preset)
         crop_shape = crop_shape_for([*labelled, *unlabelled], config.crop)
+        if not trainable_sizes(config.batch_size, crop_shape):
+            raise ValueError(f"a {_sizes_text(config.batch_size, crop_shape)} is too small to "
+                             f"train on: BatchNorm needs more than one value per channel at "
+                             f"stride {SIZE_MULTIPLE}; use a batch of 2 or crops of "
+                             f"{2 * SIZE_MULTIPLE}")
         self.labelled = CropSampler(labelled, crop_shape, classes, model_config.output_stride,
                                     config.positive_fraction)
         self.unlabelled = CropSampler(unlabelled, crop_shape, (), model_config.output_stride,
@@ -283,41 +298,79 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr * _lr_factor(self.step, self.total_steps)
         self.student.train()
-        batch = batch.to(self.device)
-        with self._autocast():
-            pred = self.forward_student(batch.image)
-        loss = reweighted_mse(pred, batch.target, self.config.lam)
+
+        def labelled_loss() -> torch.Tensor:
+            nonlocal batch
+            batch = batch.to(self.device)
+            with self._autocast():
+                pred = self.forward_student(batch.image)
+            return reweighted_mse(pred, batch.target, self.config.lam)
+
+        loss = self._loss_on_every_rank(labelled_loss)
         loss_u = None
         if self.teacher is not None:
-            loss_u = self._unlabelled_loss(batch.weak, batch.strong)
+            loss_u = self._loss_on_every_rank(
+                lambda: self._unlabelled_loss(batch.weak, batch.strong))
             loss = loss + self.config.unlabelled_weight * loss_u
-        if dist.any_rank(not torch.isfinite(loss).item(), self.device):
-            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            loss.backward()
+        except Exception as err:
+            if dist.is_distributed() and is_out_of_memory(err):
+                raise dist.RankOutOfMemoryError(
+                    f"rank {dist.rank()} ran out of memory in the backward pass at step "
+                    f"{self.step}; the other ranks wait on its gradients, so this run cannot "
+                    f"go on. {self.out_dir} keeps the last checkpoint: rerun with --resume "
+                    f"and a smaller --batch-size or --crop") from err
+            raise
         self.optimizer.step()
         if self.teacher is not None:
             ema_update(self.teacher, self.student, self.config.ema_alpha)
         return loss.item(), None if loss_u is None else loss_u.item()
+
+    def _loss_on_every_rank(self, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()`` a loss; out of memory or a non-finite loss on any rank raises on all.
+
+        Under torchrun a rank that ran out of memory must not leave the others alone in the
+        next collective (DDP's buffer broadcast at each forward, the gradient all-reduce):
+        one small all-reduce after each forward lets every rank shrink and retry together.
+        """
+        failure: BaseException | None = None
+        loss = None
+        try:
+            loss = compute()
+        except Exception as err:
+            if not (dist.is_distributed() and is_out_of_memory(err)):
+                raise
+            failure = err
+        out_of_memory, not_finite = dist.any_ranks(
+            [failure is not None, loss is not None and not torch.isfinite(loss).item()],
+            self.device)
+        if out_of_memory:
+            raise failure or MemoryError(f"out of memory on another rank at step {self.step}")
+        if not_finite:
+            value = "not finite on another rank" if loss is None else loss.item()
+            raise FloatingPointError(f"loss became {value} at step {self.step}")
+        assert loss is not None
+        return loss
 
     def _shrink_for_memory(self) -> bool:
         """After running out of memory: halve the batch, else shrink crops; False if minimal."""
         self.optimizer.zero_grad(set_to_none=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        before = (self.config.batch_size, tuple(self.labelled.crop_shape))
+        before = _sizes_text(self.config.batch_size, self.labelled.crop_shape)
+        crop = np.maximum(self.labelled.crop_shape - SIZE_MULTIPLE, SIZE_MULTIPLE)
         if self.config.batch_size > 1:
             self.config.batch_size //= 2
-        elif self.labelled.crop_shape.max() > SIZE_MULTIPLE:
-            crop = np.maximum(self.labelled.crop_shape - SIZE_MULTIPLE, SIZE_MULTIPLE)
+        elif (crop < self.labelled.crop_shape).any() and trainable_sizes(1, crop):
             for sampler in (self.labelled, self.unlabelled):
                 if sampler is not None:
                     sampler.crop_shape = crop
         else:
             return False
-        log.warning("out of memory at step %d with batch %d of crops %s; retrying with batch %d "
-                    "of crops %s", self.step, *before, self.config.batch_size,
-                    tuple(int(s) for s in self.labelled.crop_shape))
+        log.warning("out of memory at step %d with %s; retrying with %s", self.step, before,
+                    _sizes_text(self.config.batch_size, self.labelled.crop_shape))
         return True
 
     # -- the loop ----------------------------------------------------------------------
