@@ -53,6 +53,14 @@ def test_train_predict_evaluate_convert(simulated, tmp_path, capsys):
     assert 0.0 <= result["czii_score"] <= 1.0
     assert {c["particle_type"] for c in result["classes"]} >= {"ribosome", "apo-ferritin"}
 
+    assert main(["evaluate", str(preds), str(simulated / "picks.csv"), "--runs", "sim_002",
+                 "--chance", str(simulated / "tomograms" / "*.mrc")]) == 0
+    text = capsys.readouterr().out
+    assert "random picks of the same counts (mean of 10 draws): CZII score" in text
+    assert main(["evaluate", str(preds), str(simulated / "picks.csv"), "--runs", "sim_002",
+                 "--chance", tomograms[0]]) == 2
+    assert "--chance: no tomogram for reference run(s) sim_002" in capsys.readouterr().err
+
     star = tmp_path / "preds.star"
     assert main(["convert", str(preds), str(star), "--tomogram", tomograms[2],
                  "--format", "relion5"]) == 0

@@ -15,6 +15,7 @@ import pytest
 from napari_semietpicker.classes import ParticleClass, load_classes
 from napari_semietpicker.metrics import (
     Evaluation,
+    chance_level,
     count_hits,
     evaluate,
     match_picks,
@@ -275,3 +276,12 @@ def test_random_baseline_counts_and_extents() -> None:
     with pytest.raises(ValueError, match="r2"):
         random_picks_baseline(ref, {"r1": extents["r1"]}, seed=1)
     evaluate(rnd, ref, [A, B])  # a valid picks table for evaluate
+
+
+def test_chance_level_is_one_where_every_random_pick_hits_and_zero_where_none_can():
+    ref = picks([("r1", "a", 10, 10, 10), ("r1", "b", 10, 10, 10)])
+    # every point of a 20 A box lies within 0.5 x 60 A of its centre: each draw hits
+    certain = chance_level(ref, {"r1": (20.0, 20.0, 20.0)}, [A, B], draws=5)
+    assert certain == {"score": 1.0, "mean_f1@0.5r": 1.0, "mean_f1@0.75r": 1.0}
+    hopeless = chance_level(ref, {"r1": (1e7, 1e7, 1e7)}, [A, B], draws=5)
+    assert hopeless == {"score": 0.0, "mean_f1@0.5r": 0.0, "mean_f1@0.75r": 0.0}

@@ -204,7 +204,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .classes import load_classes
     from .io.formats import read_picks
-    from .metrics import evaluate
+    from .metrics import chance_level, evaluate
 
     predictions, truth = read_picks(args.predictions), read_picks(args.truth)
     if args.runs:
@@ -215,12 +215,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         log.warning("%d reference run(s) have no predictions and count as missed: %s "
                     "(use --runs to score only some runs)", len(unpicked),
                     ", ".join(unpicked[:5]))
-    result = evaluate(predictions, truth, load_classes(args.classes))
+    classes = load_classes(args.classes)
+    result = evaluate(predictions, truth, classes)
+    chance = None
+    if args.chance:
+        chance = chance_level(truth, _extents_by_run(args.chance, set(truth["experiment"])),
+                              classes)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
-    else:
-        print(result.format_table())
+        print(json.dumps({**result.to_dict(), **({"chance": chance} if chance else {})},
+                         indent=2, allow_nan=False))
+        return 0
+    print(result.format_table())
+    if chance:
+        print("random picks of the same counts (mean of 10 draws): CZII score "
+              f"{chance['score']:.4f}; mean F1 {chance['mean_f1@0.5r']:.4f} @0.5r, "
+              f"{chance['mean_f1@0.75r']:.4f} @0.75r")
     return 0
+
+
+def _extents_by_run(tomograms: Sequence[str], runs: set[str]) -> dict[str, tuple]:
+    """Each reference run's extent in Angstrom, from its tomogram (matched by file stem)."""
+    from .io.formats import read_any_tomogram
+
+    extents = {}
+    for path in _expand(tomograms):
+        tomogram = read_any_tomogram(path)
+        extents[tomogram.name] = tuple(tomogram.extent_A)
+    missing = sorted(runs - set(extents))
+    if missing:
+        raise ValueError(f"--chance: no tomogram for reference run(s) {', '.join(missing)} "
+                         f"(tomograms are matched by file stem)")
+    return extents
 
 
 # -- convert ---------------------------------------------------------------------------
@@ -325,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--runs", nargs="+", default=None,
                    help="score only these tomograms (default: every run in either file)")
+    p.add_argument("--chance", nargs="+", metavar="TOMOGRAM", default=None,
+                   help="the reference runs' tomograms (globs ok): also score random picks of "
+                        "the same counts, the level a model must beat")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("convert", help="convert picks between CSV, STAR, .coords and copick")

@@ -410,6 +410,24 @@ def random_picks_baseline(
     return pd.concat(parts, ignore_index=True)
 
 
+def chance_level(ref_df: pd.DataFrame,
+                 shape_A_by_experiment: Mapping[str, tuple[float, float, float]],
+                 classes: Sequence[ParticleClass], draws: int = 10,
+                 seed: int = 0) -> dict[str, float]:
+    """What random picks of the reference counts score, averaged over ``draws`` draws.
+
+    The level a model must beat: keys ``score`` (CZII) and ``mean_f1@<f>r`` per distance
+    factor. One draw of a few picks is noisy, hence the average.
+    """
+    results = [evaluate(random_picks_baseline(ref_df, shape_A_by_experiment, seed + draw),
+                        ref_df, classes) for draw in range(draws)]
+    level = {"score": float(np.mean([r.score for r in results]))}
+    for factor in results[0].distance_factors:
+        level[f"mean_f1@{factor_label(factor)}r"] = float(
+            np.mean([r.mean_f1[factor] for r in results]))
+    return level
+
+
 def _as_points(points: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(points, dtype=float)
     if arr.size == 0:
