@@ -16,9 +16,19 @@ from napari_semietpicker.checkpoint import ModelCard, load_model, load_trainer_s
 from napari_semietpicker.classes import ParticleClass
 from napari_semietpicker.data import check_training_set, prepare_volume
 from napari_semietpicker.io.picks import picks_from_positions, read_picks_csv, write_picks_csv
-from napari_semietpicker.io.tomogram import Tomogram, normalize, read_tomogram, write_tomogram
+from napari_semietpicker.io.tomogram import (
+    Tomogram,
+    bin_tomogram,
+    normalize,
+    read_tomogram,
+    write_tomogram,
+)
 from napari_semietpicker.model import ModelConfig, build_model
-from napari_semietpicker.predict import PredictConfig, pick_tomogram, predict_heatmaps
+from napari_semietpicker.predict import (
+    PredictConfig,
+    pick_tomogram,
+    predict_heatmaps,
+)
 from napari_semietpicker.train import TrainConfig, Trainer
 
 BLOB = [ParticleClass("blob", 60.0)]
@@ -225,8 +235,8 @@ def test_other_voxel_size_is_resampled_and_picks_stay_in_angstrom(
     blob_sigma = 40.0 / tomogram_voxel  # 40 A whatever the voxel size
     grid = np.indices(shape, dtype=np.float32)
     r2 = sum((grid[a] - center[a]) ** 2 for a in range(3))
-    data = 2 * np.exp(-r2 / (2 * blob_sigma**2)) + 0.3 * np.random.default_rng(0).normal(
-        size=shape)
+    # contrast under normalize's 5-sigma clip, so the blob's top is not a flat plateau
+    data = np.exp(-r2 / (2 * blob_sigma**2)) + 0.2 * np.random.default_rng(0).normal(size=shape)
     tomogram = Tomogram(data.astype(np.float32), tomogram_voxel, "other")
     card = ModelCard(BLOB, model_voxel, ModelConfig(1, "tiny"))
     with caplog.at_level(logging.INFO):
@@ -235,6 +245,24 @@ def test_other_voxel_size_is_resampled_and_picks_stay_in_angstrom(
     assert [r.levelno for r in caplog.records if "resampling" in r.message] == [level]
     best = peaks.picks.sort_values("score").iloc[-1]
     assert np.allclose([best.z, best.y, best.x], center * tomogram_voxel, atol=12.0)
+
+
+def test_a_binned_model_sees_a_finer_tomogram_as_it_saw_its_binned_training_data():
+    # noise is where it matters: averaging 8 voxels lowers it, so the result is renormalised
+    data = np.random.default_rng(0).normal(3.0, 2.0, size=(64, 96, 128)).astype(np.float32)
+    tomogram = Tomogram(data, 10.0, "noise")
+    card = ModelCard(BLOB, 20.0, ModelConfig(1, "tiny"))
+    seen = []
+
+    class Recorder(_LimitedPool):
+        def forward(self, x):
+            seen.append(x.clone())
+            return super().forward(x)
+
+    pick_tomogram(Recorder(max_side=1024), card, tomogram, PredictConfig(window=128))
+    binned = normalize(bin_tomogram(tomogram, 2).data)  # what `train --level 1` trains on
+    assert len(seen) == 1 and binned.shape == (32, 48, 64)
+    np.testing.assert_allclose(seen[0][0, 0, :32, :48, :64].numpy(), binned, atol=1e-5)
 
 
 # -- fuzzing ---------------------------------------------------------------------------

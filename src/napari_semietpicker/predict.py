@@ -171,10 +171,14 @@ def peaks_from_heatmaps(heat: torch.Tensor, card: ModelCard, tomogram: str,
 
 def rescale_to_model(volume: np.ndarray, voxel_size: float, model_voxel_size: float,
                      name: str) -> np.ndarray:
-    """Resample a normalised volume to the model's voxel size (trilinear) when they differ.
+    """Resample a raw volume to the model's voxel size when they differ (else return it).
 
-    A coarser model (trained on binned data) is binned inference, said at INFO level; a
-    finer one means upsampling the tomogram, which is slow and seldom meant: a warning.
+    Coarsening averages voxels (``area``: exactly mean binning for whole factors), as
+    ``--level`` does for training; finer grids are interpolated (trilinear). Normalise
+    afterwards, as training does after binning: averaging lowers the noise, and a model fed
+    a volume normalised before it sees too little contrast and finds nothing. A coarser
+    model (trained on binned data) is binned inference, said at INFO level; a finer one
+    means upsampling the tomogram, which is slow and seldom meant: a warning.
     """
     ratio = voxel_size / model_voxel_size
     if abs(ratio - 1) <= 0.02:
@@ -183,8 +187,11 @@ def rescale_to_model(volume: np.ndarray, voxel_size: float, model_voxel_size: fl
             "%s: voxel size %.3g A differs from the model's %.3g A; resampling the tomogram",
             name, voxel_size, model_voxel_size)
     new_shape = [max(SIZE_MULTIPLE, int(round(s * ratio))) for s in volume.shape]
-    resized = F.interpolate(torch.from_numpy(volume)[None, None], size=new_shape,
-                            mode="trilinear", align_corners=False)
+    grid = torch.from_numpy(np.asarray(volume, dtype=np.float32))[None, None]
+    if ratio < 1:
+        resized = F.interpolate(grid, size=new_shape, mode="area")
+    else:
+        resized = F.interpolate(grid, size=new_shape, mode="trilinear", align_corners=False)
     return resized[0, 0].numpy()
 
 
@@ -236,8 +243,8 @@ def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
     and the heatmaps on the model's (possibly resampled) output grid.
     """
     config = config or PredictConfig()
-    volume = normalize(tomogram.data, name=tomogram.name)
-    volume = rescale_to_model(volume, tomogram.voxel_size, card.voxel_size, tomogram.name)
+    volume = normalize(rescale_to_model(tomogram.data, tomogram.voxel_size, card.voxel_size,
+                                        tomogram.name), name=tomogram.name)
     while True:
         try:
             heat = predict_heatmaps(model, volume, config, device, on_progress, should_stop)
