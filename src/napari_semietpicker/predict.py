@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -187,7 +188,9 @@ def rescale_to_model(volume: np.ndarray, voxel_size: float, model_voxel_size: fl
             "%s: voxel size %.3g A differs from the model's %.3g A; resampling the tomogram",
             name, voxel_size, model_voxel_size)
     new_shape = [max(SIZE_MULTIPLE, int(round(s * ratio))) for s in volume.shape]
-    grid = torch.from_numpy(np.asarray(volume, dtype=np.float32))[None, None]
+    with warnings.catch_warnings():  # a read-only memory map: only read, never written
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        grid = torch.from_numpy(np.asarray(volume, dtype=np.float32))[None, None]
     if ratio < 1:
         resized = F.interpolate(grid, size=new_shape, mode="area")
     else:
