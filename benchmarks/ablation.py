@@ -69,6 +69,15 @@ def score_model(model_dir: Path, tomograms, truth: pd.DataFrame, classes, thresh
     return row
 
 
+def print_per_run(rows: list[dict]) -> pd.DataFrame:
+    """Print one line per trained model (per-class F1 and the summary scores)."""
+    table = pd.DataFrame(rows)
+    pd.set_option("display.width", 250)
+    print("\nper run (per-class columns: F1 at 0.5 x radius):")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return table
+
+
 def main() -> None:
     args = parse_args()
     out = Path(args.out)
@@ -122,10 +131,7 @@ def main() -> None:
             print(f"seed {seed} {mode:13} trained in {time.perf_counter() - t:5.0f} s: "
                   f"F1@0.5 {row['F1@0.5']:.3f}  F1@0.75 {row['F1@0.75']:.3f}  "
                   f"CZII {row['CZII']:.3f}", flush=True)
-    table = pd.DataFrame(rows)
-    pd.set_option("display.width", 200)
-    print("\nper run (per-class columns: F1 at 0.5 x radius):")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    table = print_per_run(rows)
     summary = table.groupby("mode", sort=False)[["F1@0.5", "F1@0.75", "CZII"]].agg(["mean", "std"])
     print(f"\nmean and standard deviation over seeds {args.seeds}:")
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))

@@ -18,8 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-import pandas as pd
-from ablation import score_model
+from ablation import print_per_run, score_model
 
 from napari_semietpicker.classes import load_classes
 from napari_semietpicker.data import prepare_volume
@@ -83,10 +82,7 @@ def main() -> None:
             print(f"level {level} ({labelled[0].voxel_size:g} A) seed {seed}: trained in "
                   f"{train_s:.0f} s, {predict_s:.1f} s per test tomogram, F1@0.5 "
                   f"{row['F1@0.5']:.3f}, CZII {row['CZII']:.3f}", flush=True)
-    table = pd.DataFrame(rows)
-    pd.set_option("display.width", 250)
-    print("\nper run (per-class columns: F1 at 0.5 x radius):")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print_per_run(rows)
 
 
 if __name__ == "__main__":
