@@ -12,6 +12,7 @@ from napari_semietpicker.checkpoint import (
     save_thresholds,
 )
 from napari_semietpicker.data import prepare_volume
+from napari_semietpicker.io.tomogram import bin_tomogram
 from napari_semietpicker.metrics import evaluate
 from napari_semietpicker.predict import (
     PeakCache,
@@ -121,6 +122,16 @@ def test_resume_with_other_classes_is_refused_clearly(blob_set, tmp_path):
     fewer = [prepare_volume(blob_set["tomograms"][0], big_only, classes[:1])]
     with pytest.raises(ValueError, match="cannot resume: it was trained with other classes"):
         Trainer(TrainConfig(steps=2, **TINY), classes[:1], fewer, tmp_path, resume=True)
+
+
+def test_resume_at_another_voxel_size_is_refused_clearly(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    tomogram = blob_set["tomograms"][0]
+    Trainer(TrainConfig(steps=1, **TINY), classes,
+            [prepare_volume(tomogram, blob_set["picks"], classes)], tmp_path).run()
+    binned = [prepare_volume(bin_tomogram(tomogram, 2), blob_set["picks"], classes)]
+    with pytest.raises(ValueError, match="trained at 10 A voxels and these tomograms are at 20 A"):
+        Trainer(TrainConfig(steps=2, **TINY), classes, binned, tmp_path, resume=True)
 
 
 def test_fine_tuning_starts_from_the_given_model(trained, blob_set, tmp_path):

@@ -234,9 +234,14 @@ class Trainer:
         except RuntimeError as err:
             raise ValueError(f"{self.out_dir}: cannot resume: it was trained with other classes "
                              f"or another network preset ({str(err).splitlines()[0]})") from err
+        saved = load_card(self.out_dir)
+        if abs(saved.voxel_size / self.voxel_size - 1) > 0.02:
+            raise ValueError(f"{self.out_dir}: cannot resume: it was trained at "
+                             f"{saved.voxel_size:g} A voxels and these tomograms are at "
+                             f"{self.voxel_size:g} A; read them at the model's binning (--level)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        self.card.thresholds = load_card(self.out_dir).thresholds  # tuned ones are kept
+        self.card.thresholds = saved.thresholds  # tuned ones are kept
         self.losses = [float(x) for x in state["losses"]]
         if self.step > self.config.steps and self.unlabelled is not None:
             self.teacher, _ = load_model(self.out_dir, self.device)

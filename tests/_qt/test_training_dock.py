@@ -117,6 +117,24 @@ def test_stop_returns_quickly_and_keeps_a_loadable_model(blob_viewer, qtbot, tmp
     assert "Stopped at step" in dock.status.text()
 
 
+def test_binned_training_and_continuing_at_the_models_binning(blob_viewer, qtbot, tmp_path):
+    dock = make_dock(blob_viewer, tmp_path / "model", burn_in=2)
+    dock.bin_combo.setCurrentText("2x")
+    dock.start()
+    qtbot.waitUntil(lambda: not dock.running, timeout=90_000)
+    card = load_card(tmp_path / "model")
+    assert card.voxel_size == 20.0 and card.history["steps_done"] == 2  # 10 A layers, binned
+    # Continuing with the dock back at 1x trains on with the model's binning, and says so.
+    dock.bin_combo.setCurrentText("1x")
+    dock.burnin_spin.setValue(1)
+    dock.resume_check.setChecked(True)
+    dock.start()
+    assert "binning 2x, as the model was trained" in dock.status.text()
+    qtbot.waitUntil(lambda: not dock.running, timeout=90_000)
+    card = load_card(tmp_path / "model")
+    assert card.voxel_size == 20.0 and card.history["steps_done"] == 3
+
+
 def test_bad_input_is_explained_in_the_dock(blob_viewer, monkeypatch, tmp_path):
     dock = TrainingWidget(blob_viewer)
     dock.set_checked([], [])

@@ -19,7 +19,7 @@ from ..checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..classes import ParticleClass
 from ..data import prepare_volume
 from ..io.formats import read_any_tomogram
-from ..io.tomogram import Tomogram
+from ..io.tomogram import Tomogram, bin_tomogram
 from ..train import TrainConfig, Trainer, TrainProgress, TrainResult
 
 
@@ -34,19 +34,25 @@ class TrainJob:
     out_dir: Path
     resume: bool = False
     init_from: Path | None = None
+    bin_factor: int = 1  # train on tomograms mean-binned this many times (a coarser model)
     notes: list[str] = field(default_factory=list)
+
+
+def _in_memory(tomogram: Tomogram, bin_factor: int) -> Tomogram:
+    """The tomogram binned as the job asks, its voxels read into memory."""
+    binned = bin_tomogram(tomogram, bin_factor)
+    return Tomogram(np.asarray(binned.data), binned.voxel_size, binned.name)
 
 
 def run_job(job: TrainJob, on_progress: Callable[[TrainProgress], None],
             should_stop: Callable[[], bool]) -> TrainResult:
     """Prepare the volumes and train (in the worker thread: normalising can take seconds)."""
-    labelled = [prepare_volume(Tomogram(np.asarray(t.data), t.voxel_size, t.name), picks,
-                               job.classes) for t, picks in job.labelled]
+    labelled = [prepare_volume(_in_memory(t, job.bin_factor), picks, job.classes)
+                for t, picks in job.labelled]
     unlabelled = []
     for source in job.unlabelled:
         tomogram = read_any_tomogram(source) if isinstance(source, Path) else source
-        unlabelled.append(prepare_volume(
-            Tomogram(np.asarray(tomogram.data), tomogram.voxel_size, tomogram.name)))
+        unlabelled.append(prepare_volume(_in_memory(tomogram, job.bin_factor)))
         if should_stop():
             return TrainResult(0, True, "stopped")
     trainer = Trainer(job.config, job.classes, labelled, job.out_dir, unlabelled,
@@ -65,6 +71,14 @@ def _adopt_model(job: TrainJob, model_dir: Path) -> ModelCard:
                          f"{', '.join(known)}, not {', '.join(unknown)}: train a new model.")
     job.classes = list(card.classes)
     job.config.preset = card.model.preset
+    voxel_size = job.labelled[0][0].voxel_size
+    factor = int(round(card.voxel_size / voxel_size))
+    if factor < 1 or abs(card.voxel_size / (factor * voxel_size) - 1) > 0.02:
+        raise ValueError(f"the model in {model_dir} works at {card.voxel_size:g} A voxels, "
+                         f"which no binning of these {voxel_size:g} A tomograms gives.")
+    if factor != job.bin_factor:
+        job.notes.append(f"binning {factor}x, as the model was trained")
+        job.bin_factor = factor
     return card
 
 

@@ -56,6 +56,9 @@ from .train_job import (
 )
 from .training_sets import TrainingSets, checked_keys
 
+#: Binning choices of the dock: 1x is the tomograms' own voxel size.
+BIN_FACTORS = (1, 2, 4)
+
 
 class TrainingWidget(QWidget):
     """Train a picker on the viewer's annotated tomograms; Stop keeps the last good model.
@@ -103,6 +106,11 @@ class TrainingWidget(QWidget):
         self.cotrain_spin = self._spin(0, 1_000_000, 0, "EMA teacher-student steps with the "
                                        "unlabelled tomograms (0: supervised only)")
         form.addRow("Co-training steps", self.cotrain_spin)
+        self.bin_combo = QComboBox()
+        self.bin_combo.addItems([f"{f}x" for f in BIN_FACTORS])
+        self.bin_combo.setToolTip("train on mean-binned tomograms: a coarser, faster model "
+                                  "(8x fewer voxels at 2x); it picks any tomogram, resampled")
+        form.addRow("Bin", self.bin_combo)
         self.crop_spin = self._spin(32, 256, 96, "training crop side in voxels (x32)")
         self.crop_spin.setSingleStep(32)
         form.addRow("Crop", self.crop_spin)
@@ -220,7 +228,8 @@ class TrainingWidget(QWidget):
                              preset=self.preset_combo.currentText(),
                              device=self.device_combo.currentText())
         out_dir = self._model_folder()
-        job = TrainJob(config, classes, labelled, unlabelled, out_dir)
+        job = TrainJob(config, classes, labelled, unlabelled, out_dir,
+                       bin_factor=BIN_FACTORS[self.bin_combo.currentIndex()])
         if empty:
             job.notes.append(f"{', '.join(empty)} left out: no picks")
         if config.cotrain_steps and not unlabelled:
