@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .checkpoint import ModelCard
 from .heatmap import find_peaks, nms_kernels, output_to_input
 from .io.picks import empty_picks, picks_from_positions
-from .io.tomogram import Tomogram, normalize
+from .io.tomogram import Tomogram, normalize, same_voxel_size
 from .model import SIZE_MULTIPLE
 from .semi import FLIP_VIEWS, predict_views
 
@@ -181,9 +181,9 @@ def rescale_to_model(volume: np.ndarray, voxel_size: float, model_voxel_size: fl
     model (trained on binned data) is binned inference, said at INFO level; a finer one
     means upsampling the tomogram, which is slow and seldom meant: a warning.
     """
-    ratio = voxel_size / model_voxel_size
-    if abs(ratio - 1) <= 0.02:
+    if same_voxel_size(voxel_size, model_voxel_size):
         return volume
+    ratio = voxel_size / model_voxel_size
     log.log(logging.INFO if ratio < 1 else logging.WARNING,
             "%s: voxel size %.3g A differs from the model's %.3g A; resampling the tomogram",
             name, voxel_size, model_voxel_size)

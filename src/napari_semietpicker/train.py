@@ -29,6 +29,7 @@ from .checkpoint import (
 )
 from .classes import ParticleClass
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
+from .io.tomogram import same_voxel_size
 from .losses import reweighted_mse
 from .model import SIZE_MULTIPLE, ModelConfig, build_model
 from .predict import is_out_of_memory
@@ -235,7 +236,7 @@ class Trainer:
             raise ValueError(f"{self.out_dir}: cannot resume: it was trained with other classes "
                              f"or another network preset ({str(err).splitlines()[0]})") from err
         saved = load_card(self.out_dir)
-        if abs(saved.voxel_size / self.voxel_size - 1) > 0.02:
+        if not same_voxel_size(saved.voxel_size, self.voxel_size):
             raise ValueError(f"{self.out_dir}: cannot resume: it was trained at "
                              f"{saved.voxel_size:g} A voxels and these tomograms are at "
                              f"{self.voxel_size:g} A; read them at the model's binning (--level)")

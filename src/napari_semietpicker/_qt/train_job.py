@@ -19,7 +19,7 @@ from ..checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..classes import ParticleClass
 from ..data import prepare_volume
 from ..io.formats import read_any_tomogram
-from ..io.tomogram import Tomogram, bin_tomogram
+from ..io.tomogram import Tomogram, bin_tomogram, same_voxel_size
 from ..train import TrainConfig, Trainer, TrainProgress, TrainResult
 
 
@@ -73,7 +73,7 @@ def _adopt_model(job: TrainJob, model_dir: Path) -> ModelCard:
     job.config.preset = card.model.preset
     voxel_size = job.labelled[0][0].voxel_size
     factor = int(round(card.voxel_size / voxel_size))
-    if factor < 1 or abs(card.voxel_size / (factor * voxel_size) - 1) > 0.02:
+    if factor < 1 or not same_voxel_size(card.voxel_size, factor * voxel_size):
         raise ValueError(f"the model in {model_dir} works at {card.voxel_size:g} A voxels, "
                          f"which no binning of these {voxel_size:g} A tomograms gives.")
     if factor != job.bin_factor:

@@ -88,6 +88,12 @@ def read_tomogram(path: str | Path, voxel_size: float | None = None) -> Tomogram
                     origin_A=origin_A)
 
 
+def same_voxel_size(a: float, b: float) -> bool:
+    """Whether a model at one voxel size and data at the other match (within 2 %, for
+    header rounding); beyond that, data is resampled or refused."""
+    return abs(a / b - 1) <= 0.02
+
+
 def bin_tomogram(tomogram: Tomogram, factor: int, slab: int = 32) -> Tomogram:
     """Mean-bin a tomogram ``factor`` times on each axis (for a faster, coarser model).
 
