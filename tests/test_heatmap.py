@@ -3,12 +3,11 @@ import pytest
 import torch
 
 from napari_semietpicker.classes import ParticleClass
+from napari_semietpicker.geometry import input_to_output, output_to_input
 from napari_semietpicker.heatmap import (
     class_sigmas,
     find_peaks,
-    input_to_output,
     nms_kernels,
-    output_to_input,
     render_targets,
 )
 
@@ -24,7 +23,7 @@ def test_sigma_is_half_radius_and_kernels_odd():
     classes = [ParticleClass("a", 60.0), ParticleClass("b", 150.0), ParticleClass("c", 10.0)]
     np.testing.assert_allclose(class_sigmas(classes, 10.0, 2), [1.5, 3.75, 0.25])
     kernels = nms_kernels(classes, 10.0, 2)
-    assert kernels == [3, 5, 3]
+    assert kernels == [5, 9, 3]  # reach half a radius: 30 A -> 1.5 -> 2 voxels of 20 A
     assert all(k % 2 == 1 and k >= 3 for k in kernels)
 
 

@@ -20,6 +20,7 @@ zarr = pytest.importorskip("zarr")
 
 from copick.models import PickableObject  # noqa: E402
 
+from napari_semietpicker.geometry import bin_volume  # noqa: E402
 from napari_semietpicker.io.copick_io import (  # noqa: E402
     list_runs,
     open_project,
@@ -38,7 +39,7 @@ from napari_semietpicker.io.formats import (  # noqa: E402
 from napari_semietpicker.io.picks import picks_from_positions  # noqa: E402
 from napari_semietpicker.io.star import read_star, write_star  # noqa: E402
 from napari_semietpicker.io.tomogram import bin_tomogram, write_tomogram  # noqa: E402
-from napari_semietpicker.io.zarr_io import bin2, read_zarr_tomogram, write_ome_zarr  # noqa: E402
+from napari_semietpicker.io.zarr_io import read_zarr_tomogram, write_ome_zarr  # noqa: E402
 
 SHAPE = (40, 56, 72)  # z, y, x
 VOXEL = 13.48
@@ -85,7 +86,7 @@ def test_ome_zarr_levels_are_lazy_with_their_own_voxel_size(ome_path, volume):
         assert tomogram.voxel_size == pytest.approx(VOXEL * factor)
         assert tomogram.shape == tuple(s // factor for s in SHAPE)
     binned = read_zarr_tomogram(ome_path, level=1)
-    np.testing.assert_allclose(np.asarray(binned.data[3:7, :, 5]), bin2(volume)[3:7, :, 5],
+    np.testing.assert_allclose(np.asarray(binned.data[3:7, :, 5]), bin_volume(volume, 2)[3:7, :, 5],
                                rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(read_any_tomogram(ome_path).data), volume)
     with pytest.raises(ValueError, match=r"TS_1\.zarr: no level 3"):

@@ -79,10 +79,12 @@ def predict_many(model: torch.nn.Module, card: ModelCard, model_dir: str | Path,
         on_progress = progress(tomogram) if progress is not None else None
         peaks, heat = pick_tomogram(model, card, tomogram, config, device, on_progress)
         if heatmaps_dir is not None:
+            grid = peaks.heatmap_grid
+            origin = tuple(np.add(tomogram.origin_A, grid.offset_A))
             for c, cls in enumerate(card.classes):
                 write_tomogram(Path(heatmaps_dir) / f"{tomogram.name}_{cls.name}.mrc",
-                               heat[c].cpu().numpy().astype(np.float32),
-                               card.voxel_size * card.model.output_stride)
+                               heat[c].cpu().numpy().astype(np.float32), grid.voxel_size,
+                               origin)
         write_picks_csv(peaks.at(thresholds), part)
         log.info("rank %d: picked %s", dist.rank(), tomogram.name)
     dist.barrier()

@@ -95,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .classes import load_classes
     from .data import prepare_volume
-    from .io.formats import read_picks
+    from .io.formats import picks_format, read_picks
     from .train import TrainConfig, Trainer
 
     classes = load_classes(args.classes)
@@ -103,7 +103,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not labelled_tomograms:
         raise ValueError("give labelled --tomograms, or --copick with --runs")
     if args.picks:
-        picks = read_picks(args.picks, voxel_size=args.voxel_size)
+        # RELION 5 centres come from each tomogram; voxel coordinates (RELION 4, .coords)
+        # are in the pixels the file names, or --voxel-size.
+        relion5 = picks_format(args.picks) == "relion5"
+        picks = read_picks(args.picks, shape={t.name: t.shape for t in labelled_tomograms},
+                           voxel_size={t.name: t.voxel_size for t in labelled_tomograms}
+                           if relion5 else args.voxel_size)
     elif args.copick:
         from .io.copick_io import open_project, read_copick_picks
 
@@ -187,7 +192,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     merged = predict_many(
         model, card, args.model, tomograms, args.out, thresholds, config, device,
         overwrite=args.overwrite, heatmaps_dir=args.heatmaps, progress=progress,
-        write_options=dict(voxel_size=tomograms[0].voxel_size, format=args.format,
+        write_options=dict(voxel_size={t.name: t.voxel_size for t in tomograms},
+                           format=args.format,
                            shape_by_experiment={t.name: t.shape for t in tomograms},
                            user_id=args.user, session_id=args.session))
     if merged is not None:

@@ -12,7 +12,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from .classes import ParticleClass
-from .heatmap import class_sigmas, input_to_output, render_targets
+from .geometry import input_to_output, same_voxel_size
+from .heatmap import class_sigmas, render_targets
 from .io.picks import positions_A, select
 from .io.tomogram import Tomogram, normalize
 from .model import SIZE_MULTIPLE
@@ -33,7 +34,7 @@ class Volume:
     name: str
     data: np.ndarray
     voxel_size: float
-    positions: np.ndarray | None = None  # (N, 3) input voxel positions; None = unlabelled
+    positions: np.ndarray | None = None  # (N, 3) voxel indices (Tomogram.grid); None = unlabelled
     class_index: np.ndarray | None = None  # (N,)
 
 
@@ -49,7 +50,7 @@ def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
     if unknown:
         raise ValueError(f"picks of {tomogram.name}: unknown class name(s) {', '.join(unknown)}; "
                          f"known: {', '.join(names)}")
-    positions = positions_A(own) / tomogram.voxel_size
+    positions = tomogram.grid.to_index(positions_A(own))
     limit = np.asarray(tomogram.shape) - 1 + OUTSIDE_TOLERANCE_VOXELS
     outside = np.any((positions < -OUTSIDE_TOLERANCE_VOXELS) | (positions > limit), axis=1)
     if outside.any():
@@ -92,7 +93,7 @@ def check_training_set(labelled: Sequence[Volume], classes: Sequence[ParticleCla
         raise ValueError("training needs at least one labelled tomogram")
     sizes = {v.name: v.voxel_size for v in [*labelled, *unlabelled]}
     reference = labelled[0].voxel_size
-    mismatched = [f"{n} ({s} A)" for n, s in sizes.items() if abs(s - reference) > 0.01 * reference]
+    mismatched = [f"{n} ({s} A)" for n, s in sizes.items() if not same_voxel_size(s, reference)]
     if mismatched:
         raise ValueError(f"tomograms must share one voxel size ({labelled[0].name}: {reference} "
                          f"A); these differ: {', '.join(mismatched)}")

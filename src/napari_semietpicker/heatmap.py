@@ -1,11 +1,12 @@
 """Gaussian heatmap targets and max-pool peak finding (the paper's section 2.2).
 
 Heatmaps live on an output grid ``stride`` times coarser than the input; output index
-``i`` covers input voxels around ``(i + 0.5) * stride - 0.5`` (DESIGN.md section 1).
+``i`` covers input voxels around ``(i + 0.5) * stride - 0.5`` (:mod:`.geometry`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,28 +17,23 @@ from scipy.spatial import cKDTree
 from .classes import ParticleClass
 
 
-def output_to_input(index: np.ndarray, stride: int) -> np.ndarray:
-    """Map output-grid positions to input voxel positions."""
-    return (np.asarray(index, dtype=float) + 0.5) * stride - 0.5
-
-
-def input_to_output(position: np.ndarray, stride: int) -> np.ndarray:
-    """Map input voxel positions to (fractional) output-grid positions."""
-    return (np.asarray(position, dtype=float) + 0.5) / stride - 0.5
-
-
 def class_sigmas(classes: Sequence[ParticleClass], voxel_size: float, stride: int) -> np.ndarray:
     """Gaussian sigma per class in output voxels: half the particle radius."""
     return np.array([c.radius_A / 2.0 / (voxel_size * stride) for c in classes], dtype=float)
 
 
+#: The NMS window reaches this fraction of a particle's radius on each side: two maxima
+#: closer than that lie on one particle (a CZII hit is within half a radius), while two
+#: particles are never closer than about two radii.
+NMS_REACH = 0.5
+
+
 def nms_kernels(classes: Sequence[ParticleClass], voxel_size: float, stride: int) -> list[int]:
-    """Max-pool kernel per class: half the radius in output voxels, odd and >= 3."""
-    kernels = []
-    for sigma in class_sigmas(classes, voxel_size, stride):
-        k = max(3, int(round(sigma)))
-        kernels.append(k if k % 2 == 1 else k + 1)
-    return kernels
+    """Max-pool kernel per class (odd, >= 3): reaches :data:`NMS_REACH` of the radius each
+    way, in output voxels (``voxel_size * stride`` Angstrom)."""
+    reach = [max(1, math.floor(NMS_REACH * c.radius_A / (voxel_size * stride) + 0.5))
+             for c in classes]
+    return [2 * r + 1 for r in reach]
 
 
 def render_targets(

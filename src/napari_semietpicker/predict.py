@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -17,12 +16,19 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .checkpoint import ModelCard
-from .heatmap import find_peaks, nms_kernels, output_to_input
+from .geometry import (
+    Grid,
+    output_to_input,
+    plan_axis,
+    resample,
+    same_voxel_size,
+    window_multiple,
+)
+from .heatmap import find_peaks, nms_kernels
 from .io.picks import empty_picks, picks_from_positions
-from .io.tomogram import Tomogram, normalize, same_voxel_size
+from .io.tomogram import Tomogram, normalize
 from .model import SIZE_MULTIPLE
 from .semi import FLIP_VIEWS, predict_views
 
@@ -41,22 +47,6 @@ class PredictConfig:
     tta: bool = False
     batch_size: int = 1
     amp: bool = True
-
-
-def plan_axis(length: int, window: int, overlap: float) -> tuple[int, list[int]]:
-    """Window side and starts along one axis: the fewest windows that keep ``overlap``.
-
-    ``length`` is a multiple of 32. An axis no longer than the window is one window;
-    otherwise the window shrinks to the smallest multiple of 32 that still covers the
-    axis with that many windows, which cuts the voxels computed twice.
-    """
-    if length <= window:
-        return length, [0]
-    count = math.ceil((length - window * overlap) / (window * (1 - overlap)))
-    side = SIZE_MULTIPLE * math.ceil(length / (count - (count - 1) * overlap) / SIZE_MULTIPLE)
-    side = min(side, window)
-    step = (length - side) / (count - 1)
-    return side, sorted({int(round(i * step)) for i in range(count)})
 
 
 def gaussian_weights(shape: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -78,7 +68,9 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
     """Heatmaps (C, ceil(D/2), ceil(H/2), ceil(W/2)) of a normalised volume (z, y, x).
 
     Windows stream from the host volume to the device one batch at a time; the volume is
-    padded (reflect) to a multiple of 32 where it is smaller than a window.
+    padded (reflect) to a multiple of 32 (and of the stride). Window starts are multiples of
+    both, so each window's output lands on whole voxels of the output grid, whose voxel
+    ``i`` is centred at input index ``(i + 0.5) * stride - 0.5`` (:mod:`.geometry`).
     """
     config = config or PredictConfig()
     device = torch.device(device)
@@ -86,10 +78,11 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
     volume = torch.as_tensor(np.asarray(volume, dtype=np.float32)) \
         if not isinstance(volume, torch.Tensor) else volume.float()
     shape = np.array(volume.shape)
-    padded = np.maximum(shape, SIZE_MULTIPLE)
-    padded = -(-padded // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    window = max(SIZE_MULTIPLE, config.window // SIZE_MULTIPLE * SIZE_MULTIPLE)
-    plans = [plan_axis(int(n), window, config.overlap) for n in padded]
+    multiple = window_multiple(SIZE_MULTIPLE, stride)
+    padded = np.maximum(shape, multiple)
+    padded = -(-padded // multiple) * multiple
+    window = max(multiple, config.window // multiple * multiple)
+    plans = [plan_axis(int(n), window, config.overlap, multiple) for n in padded]
     win = np.array([side for side, _ in plans])
     if np.any(padded != shape):
         pad = [(0, int(p - s)) for p, s in zip(padded, shape)]
@@ -134,6 +127,7 @@ class PeakCache:
 
     tomogram: str
     picks: pd.DataFrame  # experiment, particle_type, x, y, z (Angstrom), score
+    heatmap_grid: Grid | None = None  # where the heatmaps lie (for layers and MRC files)
 
     def at(self, thresholds: float | dict[str, float]) -> pd.DataFrame:
         """Picks whose score reaches the threshold of their class (or one for all)."""
@@ -145,15 +139,16 @@ class PeakCache:
 
 
 def peaks_from_heatmaps(heat: torch.Tensor, card: ModelCard, tomogram: str,
-                        voxel_size: float | None = None, floor: float = PEAK_FLOOR,
+                        grid: Grid | None = None, floor: float = PEAK_FLOOR,
                         volume_shape: Sequence[int] | None = None) -> PeakCache:
-    """Max-pool NMS per class on the heatmaps, mapped to Angstrom positions.
+    """Max-pool NMS per class on the heatmaps, mapped to Angstrom of the tomogram's frame.
 
-    ``voxel_size`` is the size of the voxels the heatmap was computed on (the model's).
+    ``grid`` is the grid of the volume the network saw (default: the model's voxel size
+    from the corner); the heatmap lies on it made ``output_stride`` times coarser.
     """
-    voxel_size = card.voxel_size if voxel_size is None else voxel_size
+    grid = Grid(card.voxel_size) if grid is None else grid
     stride = card.model.output_stride
-    kernels = nms_kernels(card.classes, voxel_size, stride)
+    kernels = nms_kernels(card.classes, grid.voxel_size, stride)
     tables = []
     for c, cls in enumerate(card.classes):
         positions, scores = find_peaks(heat[c], kernels[c], floor)
@@ -161,7 +156,8 @@ def peaks_from_heatmaps(heat: torch.Tensor, card: ModelCard, tomogram: str,
         if volume_shape is not None:
             zyx = np.clip(zyx, 0, np.asarray(volume_shape) - 1)
         if len(zyx):
-            tables.append(picks_from_positions(zyx * voxel_size, tomogram, cls.name, scores))
+            tables.append(picks_from_positions(grid.to_angstrom(zyx), tomogram, cls.name,
+                                               scores))
     if not tables:
         table = empty_picks()
         table["score"] = pd.Series(dtype=float)
@@ -170,49 +166,34 @@ def peaks_from_heatmaps(heat: torch.Tensor, card: ModelCard, tomogram: str,
     return PeakCache(tomogram, table)
 
 
-def rescale_to_model(volume: np.ndarray, voxel_size: float, model_voxel_size: float,
-                     name: str) -> np.ndarray:
-    """Resample a raw volume to the model's voxel size when they differ (else return it).
+def model_grid(tomogram: Tomogram, model_voxel_size: float) -> tuple[Grid, float]:
+    """The grid a model at ``model_voxel_size`` sees this tomogram on, and the resampling
+    factor (1: none, the voxel sizes being the same by :func:`.geometry.same_voxel_size`)."""
+    if same_voxel_size(tomogram.voxel_size, model_voxel_size):
+        return tomogram.grid, 1.0
+    factor = model_voxel_size / tomogram.voxel_size
+    return tomogram.grid.coarser(factor), factor
 
-    Coarsening averages voxels (``area``: exactly mean binning for whole factors), as
-    ``--level`` does for training; finer grids are interpolated (trilinear). Normalise
+
+def rescale_to_model(tomogram: Tomogram, model_voxel_size: float) -> tuple[np.ndarray, Grid]:
+    """The raw volume resampled to the model's voxel size when they differ, and its grid.
+
+    Coarsening averages voxels (exactly mean binning for whole factors, as ``--level``
+    does for training); finer grids are interpolated (:func:`.geometry.resample`). Normalise
     afterwards, as training does after binning: averaging lowers the noise, and a model fed
     a volume normalised before it sees too little contrast and finds nothing. A coarser
     model (trained on binned data) is binned inference, said at INFO level; a finer one
     means upsampling the tomogram, which is slow and seldom meant: a warning.
     """
-    if same_voxel_size(voxel_size, model_voxel_size):
-        return volume
-    ratio = voxel_size / model_voxel_size
-    log.log(logging.INFO if ratio < 1 else logging.WARNING,
+    grid, factor = model_grid(tomogram, model_voxel_size)
+    if factor == 1.0:
+        return tomogram.data, grid
+    log.log(logging.INFO if factor > 1 else logging.WARNING,
             "%s: voxel size %.3g A differs from the model's %.3g A; resampling the tomogram",
-            name, voxel_size, model_voxel_size)
-    new_shape = [max(SIZE_MULTIPLE, int(round(s * ratio))) for s in volume.shape]
+            tomogram.name, tomogram.voxel_size, model_voxel_size)
     with warnings.catch_warnings():  # a read-only memory map: only read, never written
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        grid = torch.from_numpy(np.asarray(volume, dtype=np.float32))[None, None]
-    if ratio < 1:
-        resized = F.interpolate(grid, size=new_shape, mode="area")
-    else:
-        resized = F.interpolate(grid, size=new_shape, mode="trilinear", align_corners=False)
-    return resized[0, 0].numpy()
-
-
-def to_tomogram_frame(picks: pd.DataFrame, model_voxel_size: float, model_shape: Sequence[int],
-                      tomogram: Tomogram) -> pd.DataFrame:
-    """Map picks found on a resampled grid back to the tomogram's own Angstrom frame.
-
-    Resampling with ``align_corners=False`` keeps the volume's outer edges, so model
-    voxel p sits at tomogram voxel (p + 0.5) * n / n' - 0.5 on each axis.
-    """
-    if tuple(model_shape) == tomogram.shape:
-        return picks
-    picks = picks.copy()
-    for axis, column in enumerate(("z", "y", "x")):
-        scale = tomogram.shape[axis] / model_shape[axis]
-        model_index = picks[column].to_numpy(float) / model_voxel_size
-        picks[column] = ((model_index + 0.5) * scale - 0.5) * tomogram.voxel_size
-    return picks
+        return resample(tomogram.data, factor), grid
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -242,12 +223,13 @@ def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
     """Normalise, resample to the model's voxel size if needed, predict, find peaks.
 
     Out of memory, it retries with fewer windows per batch, then smaller windows, and
-    says so. Returns the peak cache (positions in Angstrom of the tomogram's own frame)
-    and the heatmaps on the model's (possibly resampled) output grid.
+    says so. Returns the peak cache (positions in Angstrom of the tomogram's own frame,
+    whatever the model's voxel size) and the heatmaps on the model's (possibly resampled)
+    output grid, which is ``peaks.heatmap_grid``.
     """
     config = config or PredictConfig()
-    volume = normalize(rescale_to_model(tomogram.data, tomogram.voxel_size, card.voxel_size,
-                                        tomogram.name), name=tomogram.name)
+    raw, grid = rescale_to_model(tomogram, card.voxel_size)
+    volume = normalize(raw, name=tomogram.name)
     while True:
         try:
             heat = predict_heatmaps(model, volume, config, device, on_progress, should_stop)
@@ -262,7 +244,6 @@ def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
             config = smaller
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-    peaks = peaks_from_heatmaps(heat, card, tomogram.name, card.voxel_size,
-                                volume_shape=volume.shape)
-    peaks.picks = to_tomogram_frame(peaks.picks, card.voxel_size, volume.shape, tomogram)
+    peaks = peaks_from_heatmaps(heat, card, tomogram.name, grid, volume_shape=volume.shape)
+    peaks.heatmap_grid = grid.coarser(card.model.output_stride)
     return peaks, heat

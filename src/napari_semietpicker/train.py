@@ -29,7 +29,7 @@ from .checkpoint import (
 )
 from .classes import ParticleClass
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
-from .io.tomogram import same_voxel_size
+from .geometry import same_voxel_size
 from .losses import reweighted_mse
 from .model import SIZE_MULTIPLE, ModelConfig, build_model
 from .predict import is_out_of_memory

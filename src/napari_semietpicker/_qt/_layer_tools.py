@@ -19,7 +19,7 @@ from napari.utils.colormaps.standardize_color import transform_color
 
 from ..checkpoint import ModelCard
 from ..classes import ParticleClass
-from ..heatmap import output_to_input
+from ..geometry import Grid, same_voxel_size
 from ..io.tomogram import Tomogram
 from ..layers import META, PICKS, picks_from_layer, points_layer
 
@@ -77,7 +77,7 @@ def find_layer(viewer: napari.Viewer, kind: type, tomogram: str, role: str,
 def image_voxel_size(image: Image) -> float:
     """Voxel size in Angstrom: the image's scale (isotropic), as the reader sets it."""
     scale = np.asarray(image.scale[-3:], dtype=float)
-    if not np.allclose(scale, scale[0], rtol=0.01):
+    if not same_voxel_size(scale.min(), scale.max()):
         raise ValueError(f"{image.name}: voxels must be cubic, the layer scale is "
                          f"{tuple(scale)}")
     return float(scale[0])
@@ -157,13 +157,13 @@ def add_points_layer(viewer: napari.Viewer, table: pd.DataFrame, cls: ParticleCl
 
 
 def show_heatmap(viewer: napari.Viewer, card: ModelCard, index: int, tomogram: str,
-                 origin: np.ndarray, heat: np.ndarray) -> None:
+                 origin: np.ndarray, heat: np.ndarray, grid: Grid) -> None:
     """Show one class's predicted heatmap (``card.classes[index]``) as an Image layer in the
-    class colour, added or updated in place; it lies on the model's output grid."""
+    class colour, added or updated in place, where it lies: on ``grid``, the model's output
+    grid in the tomogram's frame (``PeakCache.heatmap_grid``), placed from ``origin``."""
     cls = card.classes[index]
-    stride = card.model.output_stride
-    scale = (card.voxel_size * stride,) * 3
-    translate = tuple(origin + float(output_to_input(0, stride)) * card.voxel_size)
+    scale = (grid.voxel_size,) * 3
+    translate = tuple(np.asarray(origin, dtype=float) + np.asarray(grid.offset_A))
     layer = find_layer(viewer, Image, tomogram, HEATMAP, cls.name)
     if layer is not None:
         layer.data, layer.scale, layer.translate = heat, scale, translate

@@ -4,6 +4,7 @@ is cached, then pick one tomogram (sliding window, peaks with scores, heatmaps).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,6 @@ def run_prediction(model_dir: Path, cached: tuple[torch.nn.Module, ModelCard] | 
     device = resolve_device(device_name)
     model, card = cached if cached is not None else load_model(model_dir, device)
     model.to(device)
-    volume = Tomogram(np.asarray(tomogram.data), tomogram.voxel_size, tomogram.name)
+    volume = replace(tomogram, data=np.asarray(tomogram.data))
     peaks, heat = pick_tomogram(model, card, volume, config, device, on_progress, should_stop)
     return model, card, peaks, heat.float().cpu().numpy()

@@ -271,7 +271,7 @@ class PredictionWidget(QWidget):
         """Each class's heatmap and (empty) predicted Points layer, made or updated."""
         for c, cls in enumerate(prediction.card.classes):
             show_heatmap(self.viewer, prediction.card, c, prediction.tomogram,
-                         prediction.origin, heat[c])
+                         prediction.origin, heat[c], prediction.cache.heatmap_grid)
             if self._find(Points, prediction.tomogram, PREDICTED, cls.name) is None:
                 points = add_points_layer(self.viewer, empty_picks(), cls, prediction.tomogram,
                                           PREDICTED, prediction.origin)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,9 @@ import pandas as pd
 from ..checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..classes import ParticleClass
 from ..data import prepare_volume
+from ..geometry import same_voxel_size
 from ..io.formats import read_any_tomogram
-from ..io.tomogram import Tomogram, bin_tomogram, same_voxel_size
+from ..io.tomogram import Tomogram, bin_tomogram
 from ..train import TrainConfig, Trainer, TrainProgress, TrainResult
 
 
@@ -41,7 +42,7 @@ class TrainJob:
 def _in_memory(tomogram: Tomogram, bin_factor: int) -> Tomogram:
     """The tomogram binned as the job asks, its voxels read into memory."""
     binned = bin_tomogram(tomogram, bin_factor)
-    return Tomogram(np.asarray(binned.data), binned.voxel_size, binned.name)
+    return replace(binned, data=np.asarray(binned.data))
 
 
 def run_job(job: TrainJob, on_progress: Callable[[TrainProgress], None],

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..geometry import same_voxel_size
 from . import import_optional
 from .picks import empty_picks, validate_picks
 from .tomogram import Tomogram
@@ -64,7 +65,7 @@ def read_copick_tomogram(project: Any, run: str | Any, voxel_spacing: float, tom
             f"{tomo_type!r} tomogram; available: {', '.join(types) or 'none'}"
         )
     levels = read_zarr_levels(tomograms[0].zarr(), name=run.name)
-    if abs(levels[0].voxel_size - spacing.voxel_size) > 1e-2 * spacing.voxel_size:
+    if not same_voxel_size(levels[0].voxel_size, spacing.voxel_size):
         warnings.warn(
             f"copick run {run.name!r}: {tomo_type} is stored under voxel spacing "
             f"{spacing.voxel_size:g} A but its OME metadata says {levels[0].voxel_size:g} A; "
@@ -167,10 +168,11 @@ def _get_run(project: Any, run: str | Any) -> Any:
 
 
 def _get_voxel_spacing(run: Any, voxel_spacing: float) -> Any:
-    """The run's voxel spacing within 0.001 A of ``voxel_spacing`` (copick keeps 3 decimals)."""
-    for spacing in run.voxel_spacings:
-        if abs(spacing.voxel_size - float(voxel_spacing)) <= 1e-3:
-            return spacing
+    """The run's voxel spacing closest to ``voxel_spacing`` among those that are the same
+    by :func:`..geometry.same_voxel_size` (so ``10`` finds CZII's ``10.012``)."""
+    matches = [s for s in run.voxel_spacings if same_voxel_size(s.voxel_size, voxel_spacing)]
+    if matches:
+        return min(matches, key=lambda s: abs(s.voxel_size - float(voxel_spacing)))
     available = sorted(s.voxel_size for s in run.voxel_spacings)
     raise ValueError(
         f"copick run {run.name!r} has no voxel spacing {voxel_spacing:g} A; available: "

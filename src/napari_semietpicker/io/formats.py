@@ -30,7 +30,15 @@ import pandas as pd
 from .atomic import write_text_atomic
 from .copick_io import open_project, read_copick_picks, write_copick_picks
 from .picks import empty_picks, read_picks_csv, validate_picks, write_picks_csv
-from .star import ShapeSpec, read_coords, read_star, star_version, write_coords, write_star
+from .star import (
+    ShapeSpec,
+    VoxelSizeSpec,
+    read_coords,
+    read_star,
+    star_version,
+    write_coords,
+    write_star,
+)
 from .tomogram import Tomogram, bin_tomogram, read_tomogram
 from .zarr_io import is_zarr_path, read_zarr_tomogram
 
@@ -61,14 +69,15 @@ def picks_format(path: str | Path, format: str | None = None, *, reading: bool =
 
 
 def read_picks(path: str | Path, *, particle_type: str | None = None,
-               voxel_size: float | None = None, shape: ShapeSpec | None = None,
+               voxel_size: VoxelSizeSpec | None = None, shape: ShapeSpec | None = None,
                tomogram_name: str | None = None, format: str | None = None,
                user_id: str | None = None, session_id: str | None = None) -> pd.DataFrame:
     """Read picks in any supported format as a picks table (Angstrom from the corner).
 
     ``particle_type`` and ``tomogram_name`` fill in what a format lacks (.coords, STAR
-    without class or tomogram columns); ``voxel_size`` and ``shape`` (one (z, y, x) or one
-    per tomogram) convert voxel or centred coordinates. ``user_id``/``session_id`` select
+    without class or tomogram columns); ``voxel_size`` and ``shape`` (one for all, or a
+    mapping per tomogram name) convert voxel or centred coordinates.
+    ``user_id``/``session_id`` select
     picks of a copick project. A missing requirement raises ValueError naming the file.
     """
     path = Path(path)
@@ -88,13 +97,14 @@ def read_picks(path: str | Path, *, particle_type: str | None = None,
     return read_copick_picks(open_project(path), user_id=user_id, session_id=session_id)
 
 
-def write_picks(df: pd.DataFrame, path: str | Path, *, voxel_size: float | None = None,
+def write_picks(df: pd.DataFrame, path: str | Path, *, voxel_size: VoxelSizeSpec | None = None,
                 shape_by_experiment: ShapeSpec | None = None, format: str | None = None,
                 keep_previous: bool = False, user_id: str = "semietpicker",
                 session_id: str = "0") -> None:
     """Write a picks table in the format of ``path`` (or ``format``), atomically.
 
-    ``voxel_size`` is the pixel size of voxel coordinates (RELION 4, .coords) or, with
+    ``voxel_size`` (one, or a mapping per tomogram name) is the pixel size of voxel
+    coordinates (RELION 4, .coords: pixel = Angstrom / voxel size) or, with
     ``shape_by_experiment`` (one (z, y, x) or one per tomogram), defines each tomogram's
     centre (RELION 5). Copick picks are stored under ``user_id``/``session_id`` (copick's
     session "0" marks picks made by a tool). ``keep_previous`` keeps ``<name>.bak``.

@@ -39,6 +39,8 @@ STAR_VERSIONS = ("relion4", "relion5")
 Shape = tuple[int, int, int]
 #: A (z, y, x) shape for every tomogram, or one per tomogram name.
 ShapeSpec = Shape | Mapping[str, Shape]
+#: A voxel size (A) for every tomogram, or one per tomogram name.
+VoxelSizeSpec = float | Mapping[str, float]
 
 
 def _starfile() -> Any:
@@ -80,7 +82,8 @@ def star_version(path: str | Path) -> Literal["relion4", "relion5"]:
     return "relion5" if set(CENTERED_COLUMNS) <= set(particles.columns) else "relion4"
 
 
-def read_star(path: str | Path, *, voxel_size: float | None = None, shape: ShapeSpec | None = None,
+def read_star(path: str | Path, *, voxel_size: VoxelSizeSpec | None = None,
+              shape: ShapeSpec | None = None,
               particle_type: str | None = None, tomogram_name: str | None = None) -> pd.DataFrame:
     """Read RELION 4 or 5 picks into a picks table (Angstrom from the corner).
 
@@ -124,7 +127,8 @@ def read_star(path: str | Path, *, voxel_size: float | None = None, shape: Shape
                 f"{path}: RELION 4 pixel coordinates need the pixel size they are in "
                 "(voxel_size, --voxel-size)"
             )
-        xyz = particles[list(PIXEL_COLUMNS)].to_numpy(dtype=float) * float(pixel_size)
+        xyz = particles[list(PIXEL_COLUMNS)].to_numpy(dtype=float) * _sizes(pixel_size, names,
+                                                                              path)
     df = pd.DataFrame({"experiment": names, "particle_type": classes,
                        "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
     if SCORE_COLUMN in particles:
@@ -133,12 +137,13 @@ def read_star(path: str | Path, *, voxel_size: float | None = None, shape: Shape
 
 
 def write_star(df: pd.DataFrame, path: str | Path, *,
-               version: Literal["relion4", "relion5"] = "relion5", voxel_size: float | None = None,
+               version: Literal["relion4", "relion5"] = "relion5",
+               voxel_size: VoxelSizeSpec | None = None,
                shape: ShapeSpec | None = None, keep_previous: bool = False) -> None:
     """Write picks as a RELION 4 or 5 particles STAR file, atomically.
 
     RELION 4 writes pixel coordinates at ``voxel_size``; RELION 5 writes centred Angstrom
-    and needs ``shape`` (one for all tomograms or one per name) and ``voxel_size``.
+    and needs ``shape`` and ``voxel_size`` (each one for all tomograms or one per name).
     """
     path = Path(path)
     df = validate_picks(df, source=str(path))
@@ -161,7 +166,7 @@ def write_star(df: pd.DataFrame, path: str | Path, *,
                 f"{path}: RELION 4 needs the pixel size of the coordinates "
                 "(voxel_size, --voxel-size)"
             )
-        columns, values = PIXEL_COLUMNS, xyz / float(voxel_size)
+        columns, values = PIXEL_COLUMNS, xyz / _sizes(voxel_size, df["experiment"], path)
     for i, column in enumerate(columns):
         out[column] = values[:, i]
     out[CLASS_COLUMN] = df["particle_type"].to_numpy(dtype=object)
@@ -171,7 +176,7 @@ def write_star(df: pd.DataFrame, path: str | Path, *,
         _starfile().write({"particles": out}, tmp, float_format="%.6f")
 
 
-def read_coords(path: str | Path, *, voxel_size: float | None, particle_type: str | None,
+def read_coords(path: str | Path, *, voxel_size: VoxelSizeSpec | None, particle_type: str | None,
                 tomogram_name: str | None = None) -> pd.DataFrame:
     """Read a ``.coords`` file (``x y z`` in voxels) as picks of one class and tomogram.
 
@@ -195,13 +200,14 @@ def read_coords(path: str | Path, *, voxel_size: float | None, particle_type: st
         return empty_picks()
     if values.shape[1] != 3:
         raise ValueError(f"{path}: expected 3 columns (x y z in voxels), found {values.shape[1]}")
-    xyz = values * float(voxel_size)
-    df = pd.DataFrame({"experiment": tomogram_name or path.stem, "particle_type": particle_type,
+    name = tomogram_name or path.stem
+    xyz = values * _per_tomogram(voxel_size, name, "voxel size", path)
+    df = pd.DataFrame({"experiment": name, "particle_type": particle_type,
                        "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}, index=range(len(xyz)))
     return validate_picks(df, source=str(path))
 
 
-def write_coords(df: pd.DataFrame, path: str | Path, *, voxel_size: float | None,
+def write_coords(df: pd.DataFrame, path: str | Path, *, voxel_size: VoxelSizeSpec | None,
                  keep_previous: bool = False) -> None:
     """Write picks of one tomogram and one class as ``x y z`` in voxels, atomically."""
     path = Path(path)
@@ -215,23 +221,37 @@ def write_coords(df: pd.DataFrame, path: str | Path, *, voxel_size: float | None
                 f"{path}: a .coords file holds one tomogram and one class; these picks have "
                 f"{len(found)} {what} ({', '.join(found[:5])}): write one file per {column}"
             )
-    xyz = df[["x", "y", "z"]].to_numpy(dtype=float).reshape(-1, 3) / float(voxel_size)
+    xyz = df[["x", "y", "z"]].to_numpy(dtype=float).reshape(-1, 3) / _sizes(
+        voxel_size, df["experiment"], path)
     with atomic_path(path, keep_previous=keep_previous) as tmp:
         np.savetxt(tmp, xyz, fmt="%.6f", delimiter=" ")
 
 
-def _center_xyz(shape: ShapeSpec, name: str, voxel_size: float, path: Path) -> np.ndarray:
+def _per_tomogram(value: Any, name: str, what: str, path: Path) -> Any:
+    """The value for tomogram ``name``: ``value`` itself, or its entry in a mapping."""
+    if not isinstance(value, Mapping):
+        return value
+    if name not in value:
+        raise ValueError(
+            f"{path}: no tomogram {what} for {name!r} (given for {sorted(value)[:5]})"
+        )
+    return value[name]
+
+
+def _sizes(voxel_size: VoxelSizeSpec, names: Any, path: Path) -> np.ndarray:
+    """(N, 1) voxel size of each row's tomogram (one for all, or one per name)."""
+    return np.array([float(_per_tomogram(voxel_size, n, "voxel size", path)) for n in names],
+                    dtype=float).reshape(-1, 1)
+
+
+def _center_xyz(shape: ShapeSpec, name: str, voxel_size: VoxelSizeSpec, path: Path
+                ) -> np.ndarray:
     """Tomogram centre in Angstrom, (x, y, z), for RELION 5 centred coordinates."""
-    if isinstance(shape, Mapping):
-        if name not in shape:
-            raise ValueError(
-                f"{path}: no tomogram shape for {name!r} (shapes given for {sorted(shape)[:5]})"
-            )
-        shape = shape[name]
+    shape = _per_tomogram(shape, name, "shape", path)
     zyx = np.asarray(shape, dtype=float)
     if zyx.shape != (3,):
         raise ValueError(f"{path}: tomogram shape must be (z, y, x), got {shape!r}")
-    return zyx[::-1] * float(voxel_size) / 2.0
+    return zyx[::-1] * float(_per_tomogram(voxel_size, name, "voxel size", path)) / 2.0
 
 
 def _optics_pixel_size(optics: pd.DataFrame | None) -> float | None:

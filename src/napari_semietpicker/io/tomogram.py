@@ -1,17 +1,20 @@
 """Tomograms: MRC/REC/MAP through mrcfile, memory-mapped, at their true voxel size.
 
 Arrays are indexed (z, y, x) with voxel centres at integer indices; positions in
-Angstrom are ``index * voxel_size`` from the volume corner (DESIGN.md section 3).
+Angstrom are ``offset_A + index * voxel_size`` in the tomogram's frame, the offset being 0
+at full resolution and half a binned voxel less half a full one for a mean-binned
+volume (:mod:`..geometry`, docs/coordinates.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 
+from ..geometry import Grid, bin_volume, same_voxel_size
 from .atomic import atomic_path
 
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
@@ -22,16 +25,27 @@ MIN_SIDE = 8
 
 @dataclass
 class Tomogram:
-    """A volume (z, y, x) with its voxel size in Angstrom and a name (the file stem)."""
+    """A volume (z, y, x) with its voxel size in Angstrom and a name (the file stem).
+
+    ``offset_A`` is where voxel (0, 0, 0) sits in the tomogram's frame, the frame of its
+    picks (non-zero for a binned volume); ``origin_A`` is the file's own origin (MRC header,
+    OME translation of level 0), which picks files do not count from.
+    """
 
     data: np.ndarray
     voxel_size: float
     name: str
     origin_A: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    offset_A: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def grid(self) -> Grid:
+        """Where the voxels sit in the tomogram's frame (:class:`..geometry.Grid`)."""
+        return Grid(self.voxel_size, self.offset_A)
 
     @property
     def extent_A(self) -> np.ndarray:
@@ -88,20 +102,14 @@ def read_tomogram(path: str | Path, voxel_size: float | None = None) -> Tomogram
                     origin_A=origin_A)
 
 
-def same_voxel_size(a: float, b: float) -> bool:
-    """Whether a model at one voxel size and data at the other match (within 2 %, for
-    header rounding); beyond that, data is resampled or refused."""
-    return abs(a / b - 1) <= 0.02
-
-
 def bin_tomogram(tomogram: Tomogram, factor: int, slab: int = 32) -> Tomogram:
     """Mean-bin a tomogram ``factor`` times on each axis (for a faster, coarser model).
 
     Reads the (possibly memory-mapped) volume a slab of z planes at a time, so memory holds
     the binned result and one slab in float32, never a float copy of the whole input.
-    Trailing planes that do not fill a bin are dropped. As for zarr pyramid levels, binned
-    voxel ``j`` sits at ``j * factor * voxel_size`` Angstrom (the half-voxel shift of mean
-    binning is ignored, as in copick and the CZII data).
+    Trailing planes that do not fill a bin are dropped. Binned voxel ``j`` is the mean of
+    voxels ``j*f .. j*f+f-1``, so it sits at full index ``(j + 0.5) * f - 0.5``
+    (:meth:`..geometry.Grid.coarser`, the same rule as zarr levels and resampling).
     """
     if factor == 1:
         return tomogram
@@ -111,15 +119,9 @@ def bin_tomogram(tomogram: Tomogram, factor: int, slab: int = 32) -> Tomogram:
     if min(shape) < MIN_SIDE:
         raise ValueError(f"{tomogram.name}: shape {tomogram.shape} binned {factor}x is "
                          f"{tuple(shape)}, smaller than {MIN_SIDE} voxels on a side")
-    nz, ny, nx = shape
-    binned = np.empty(shape, dtype=np.float32)
-    planes = max(1, slab // factor) * factor
-    for z0 in range(0, nz * factor, planes):
-        block = np.asarray(tomogram.data[z0:min(z0 + planes, nz * factor),
-                                         :ny * factor, :nx * factor], dtype=np.float32)
-        binned[z0 // factor:z0 // factor + block.shape[0] // factor] = block.reshape(
-            -1, factor, ny, factor, nx, factor).mean(axis=(1, 3, 5))
-    return Tomogram(binned, tomogram.voxel_size * factor, tomogram.name, tomogram.origin_A)
+    grid = tomogram.grid.coarser(factor)
+    return replace(tomogram, data=bin_volume(tomogram.data, factor, slab=slab),
+                   voxel_size=grid.voxel_size, offset_A=grid.offset_A)
 
 
 def tomogram_name(path: str | Path) -> str:
@@ -143,7 +145,7 @@ def _header_voxel_size(mrc, axis_order: tuple[int, int, int], path: Path) -> flo
     sizes = np.array([mrc.voxel_size.x, mrc.voxel_size.y, mrc.voxel_size.z], dtype=float)
     if not np.all(np.isfinite(sizes)) or np.all(sizes == 0):
         return None
-    if np.any(sizes <= 0) or sizes.max() - sizes.min() > 1e-3 * sizes.max():
+    if np.any(sizes <= 0) or not same_voxel_size(sizes.min(), sizes.max()):
         raise ValueError(
             f"{path}: anisotropic or invalid voxel size {tuple(sizes)} A; "
             "resample to isotropic voxels first"
@@ -151,8 +153,13 @@ def _header_voxel_size(mrc, axis_order: tuple[int, int, int], path: Path) -> flo
     return float(sizes[0])
 
 
-def write_tomogram(path: str | Path, data: np.ndarray, voxel_size: float) -> None:
-    """Write a (z, y, x) volume as float32 MRC (or int8/int16 as given) atomically."""
+def write_tomogram(path: str | Path, data: np.ndarray, voxel_size: float,
+                   origin_A: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
+    """Write a (z, y, x) volume as float32 MRC (or int8/int16 as given) atomically.
+
+    ``origin_A`` (z, y, x) goes to the header origin: where voxel (0, 0, 0) lies, so that
+    viewers overlay a binned volume or a heatmap on its tomogram.
+    """
     data = np.asarray(data)
     if data.dtype not in (np.int8, np.int16, np.uint16, np.float16):
         data = data.astype(np.float32, copy=False)
@@ -160,6 +167,8 @@ def write_tomogram(path: str | Path, data: np.ndarray, voxel_size: float) -> Non
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(np.ascontiguousarray(data))
             mrc.voxel_size = float(voxel_size)
+            z, y, x = (float(v) for v in origin_A)
+            mrc.header.origin = (x, y, z)
 
 
 def normalize(volume: np.ndarray, name: str = "volume", sample_step: int = 4) -> np.ndarray:

@@ -4,11 +4,13 @@ The returned :class:`Tomogram` holds the zarr array itself: opening reads metada
 slicing reads the chunks it touches, so a 3 GB volume opens in milliseconds.
 
 Levels and positions: level ``L`` of a pyramid is binned ``2**L`` times and its voxel size
-is read from the level's own ``scale`` (in Angstrom, converted from the axes' unit). As in
-copick and the CZII data, a voxel ``i`` of any level sits at ``i * voxel_size`` Angstrom;
-the half-voxel shift that mean-binning introduces (``(2**L - 1) / 2`` level-0 voxels) is
-not applied, so that picks agree with the other tools that read these files. An OME
-``translation`` is recorded in ``Tomogram.origin_A``, like an MRC header origin.
+is read from the level's own ``scale`` (in Angstrom, converted from the axes' unit). Picks
+are in the frame of level 0 (its voxel ``i`` at ``i * voxel_size``). Where a level has an
+OME ``translation``, its voxel 0 sits at that translation less level 0's; where it has
+none (copick and the CZII data write none), the level is taken as mean-binned from level
+0, so its voxel ``j`` is centred at level-0 index ``(j + 0.5) * f - 0.5`` with ``f`` the
+ratio of voxel sizes (:mod:`..geometry`, docs/coordinates.md). Level 0's own translation
+is kept in ``Tomogram.origin_A``, like an MRC header origin.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..geometry import Grid, bin_volume, same_voxel_size
 from . import import_optional
 from .tomogram import MIN_SIDE, Tomogram, tomogram_name
 
@@ -72,11 +75,13 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
         raise ValueError(f"{label}: not a readable zarr store ({err})") from err
     name = name or "tomogram"
     if isinstance(node, zarr.Array):
-        arrays, sizes, origins = [node], [_given(voxel_size, label)], [(0.0, 0.0, 0.0)]
+        arrays, sizes, shifts = [node], [_given(voxel_size, label)], [None]
     elif _multiscales(node.attrs) is not None:
-        arrays, sizes, origins = _ome_levels(node, label)
+        arrays, sizes, shifts = _ome_levels(node, label)
         if voxel_size is not None:
-            sizes = [voxel_size * s / sizes[0] for s in sizes]
+            ratio = voxel_size / sizes[0]
+            sizes = [s * ratio for s in sizes]
+            shifts = [None if t is None else t * ratio for t in shifts]
     else:
         keys = sorted((k for k in node.array_keys() if k.isdigit()), key=int)
         if not keys:
@@ -86,9 +91,10 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
         size = _given(voxel_size, label)
         arrays = [node[k] for k in keys]
         sizes = [size * 2 ** i for i in range(len(keys))]
-        origins = [(0.0, 0.0, 0.0)] * len(keys)
+        shifts = [None] * len(keys)
+    origin = np.zeros(3) if shifts[0] is None else shifts[0]
     levels = []
-    for level, (array, size, origin) in enumerate(zip(arrays, sizes, origins, strict=True)):
+    for level, (array, size, shift) in enumerate(zip(arrays, sizes, shifts, strict=True)):
         if array.ndim != 3:
             raise ValueError(
                 f"{label}: level {level} has shape {array.shape}; expected 3D (z, y, x)"
@@ -97,7 +103,12 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
             break  # coarser levels are too small to pick in
         if not (np.isfinite(size) and size > 0):
             raise ValueError(f"{label}: level {level} has invalid voxel size {size}")
-        levels.append(Tomogram(data=array, voxel_size=float(size), name=name, origin_A=origin))
+        if shift is None:  # mean-binned from level 0
+            offset = Grid(sizes[0]).coarser(size / sizes[0]).offset_A
+        else:
+            offset = tuple(float(v) for v in shift - origin)
+        levels.append(Tomogram(data=array, voxel_size=float(size), name=name,
+                               origin_A=tuple(float(v) for v in origin), offset_A=offset))
     if not levels:
         raise ValueError(
             f"{label}: volume {arrays[0].shape} is too small (each side >= {MIN_SIDE})"
@@ -132,31 +143,35 @@ def _multiscales(attrs: Any) -> list | None:
     return found if isinstance(found, list) and found else None
 
 
-def _ome_levels(group: Any, label: str) -> tuple[list, list[float], list[tuple[float, ...]]]:
+def _ome_levels(group: Any, label: str) -> tuple[list, list[float], list[np.ndarray | None]]:
+    """Arrays, voxel sizes (A) and translations (A, z y x; None where a level has none)."""
     meta = _multiscales(group.attrs)[0]
     factor = _unit_factor(meta.get("axes", []), label)
     top_scale, top_shift = _transforms(meta.get("coordinateTransformations", []), label)
-    arrays, sizes, origins = [], [], []
+    arrays, sizes, shifts = [], [], []
     for dataset in meta.get("datasets", []):
         scale, shift = _transforms(dataset.get("coordinateTransformations", []), label)
         scale = scale * top_scale
-        shift = shift * top_scale + top_shift
-        if np.ptp(scale) > 1e-3 * scale.max():
+        if shift is not None or top_shift is not None:
+            shift = (np.zeros(3) if shift is None else shift) * top_scale \
+                + (np.zeros(3) if top_shift is None else top_shift)
+        if not same_voxel_size(scale.min(), scale.max()):
             raise ValueError(
                 f"{label}: level {dataset.get('path')} has anisotropic scale {tuple(scale)}; "
                 "resample to isotropic voxels first"
             )
         arrays.append(group[dataset["path"]])
         sizes.append(float(scale[0]) * factor)
-        origins.append(tuple(float(v) * factor for v in shift))
+        shifts.append(None if shift is None else shift * factor)
     if not arrays:
         raise ValueError(f"{label}: OME-Zarr multiscales lists no datasets")
-    return arrays, sizes, origins
+    return arrays, sizes, shifts
 
 
-def _transforms(items: list, label: str) -> tuple[np.ndarray, np.ndarray]:
-    """Scale and translation of the three spatial axes (the last three, per OME-NGFF)."""
-    scale, shift = np.ones(3), np.zeros(3)
+def _transforms(items: list, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scale and translation (None if absent) of the three spatial axes (the last three,
+    per OME-NGFF)."""
+    scale, shift = np.ones(3), None
     for item in items:
         kind = item.get("type")
         values = item.get(kind)
@@ -187,20 +202,15 @@ def _unit_factor(axes: list, label: str) -> float:
     return UNIT_TO_ANGSTROM[unit]
 
 
-def bin2(volume: np.ndarray) -> np.ndarray:
-    """2x mean-binning of a (z, y, x) volume; an odd last plane on any axis is dropped."""
-    z, y, x = (s // 2 * 2 for s in volume.shape)
-    v = np.asarray(volume[:z, :y, :x], dtype=np.float32)
-    return v.reshape(z // 2, 2, y // 2, 2, x // 2, 2).mean(axis=(1, 3, 5), dtype=np.float32)
-
-
 def write_ome_zarr(path: str | Path, data: np.ndarray, voxel_size: float, levels: int = 3,
                    chunks: int = 64, overwrite: bool = False) -> None:
     """Write a (z, y, x) volume as OME-Zarr 0.4 with levels "0", "1", ... binned 2x each.
 
     The layout and metadata are copick's (float32, axes z, y, x in Angstrom, one ``scale``
-    per level), so copick and napari-ome-zarr read it. The store is written beside
-    ``path`` and moved into place at the end: a crash leaves no half-written store.
+    per level), so copick and napari-ome-zarr read it; each level also states where it lies
+    (a ``translation``: mean-binned voxel 0 at level-0 index ``(2**L - 1) / 2``). The store
+    is written beside ``path`` and moved into place at the end: a crash leaves no
+    half-written store.
     """
     zarr = _zarr()
     path = Path(path)
@@ -212,7 +222,7 @@ def write_ome_zarr(path: str | Path, data: np.ndarray, voxel_size: float, levels
     for _ in range(1, levels):
         if min(pyramid[-1].shape) < 2 * MIN_SIDE:
             break
-        pyramid.append(bin2(pyramid[-1]))
+        pyramid.append(bin_volume(pyramid[-1], 2))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -220,11 +230,12 @@ def write_ome_zarr(path: str | Path, data: np.ndarray, voxel_size: float, levels
         group = zarr.open_group(str(tmp), mode="w", **open_kwargs)
         datasets = []
         for level, array in enumerate(pyramid):
-            size = voxel_size * 2 ** level
+            grid = Grid(voxel_size).coarser(2 ** level)
             group.create_dataset(str(level), data=array,
                                  chunks=tuple(min(chunks, s) for s in array.shape))
             datasets.append({"path": str(level), "coordinateTransformations": [
-                {"type": "scale", "scale": [size] * 3}]})
+                {"type": "scale", "scale": [grid.voxel_size] * 3},
+                {"type": "translation", "translation": list(grid.offset_A)}]})
         group.attrs["multiscales"] = [{
             "version": "0.4", "name": tomogram_name(path),
             "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"],
