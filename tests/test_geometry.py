@@ -152,7 +152,7 @@ def test_a_binned_model_picks_the_same_place_on_binned_and_full_tomograms():
     on_full, _ = pick_tomogram(PoolNet(), card, full, PredictConfig(window=64))
     on_binned, _ = pick_tomogram(PoolNet(), card, bin_tomogram(full, factor),
                                  PredictConfig(window=64))
-    for peaks in (on_full, on_binned):
+    for peaks in (on_binned, on_full):
         picks = peaks.at(0.3)
         assert len(picks) == 1
         assert np.linalg.norm(picks[["z", "y", "x"]].to_numpy()[0] - truth[0]) < 0.5 * voxel

@@ -49,8 +49,8 @@ class Tomogram:
 
     @property
     def extent_A(self) -> np.ndarray:
-        """Largest valid position (z, y, x) in Angstrom."""
-        return (np.asarray(self.shape) - 1) * self.voxel_size
+        """Largest valid position (z, y, x) in Angstrom: the centre of the last voxel."""
+        return self.grid.to_angstrom(np.asarray(self.shape) - 1)
 
 
 def read_tomogram(path: str | Path, voxel_size: float | None = None) -> Tomogram:
