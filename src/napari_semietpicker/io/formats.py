@@ -76,8 +76,9 @@ def read_picks(path: str | Path, *, particle_type: str | None = None,
 
     ``particle_type`` and ``tomogram_name`` fill in what a format lacks (.coords, STAR
     without class or tomogram columns); ``voxel_size`` and ``shape`` (one for all, or a
-    mapping per tomogram name) convert voxel or centred coordinates.
-    ``user_id``/``session_id`` select picks of a copick project. A missing requirement raises ValueError naming the file.
+    mapping per tomogram name) convert voxel or centred coordinates. ``user_id`` and
+    ``session_id`` select picks of a copick project. A missing requirement raises
+    ValueError naming the file.
     """
     path = Path(path)
     if not path.exists():
