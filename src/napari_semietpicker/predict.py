@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Peaks below this score are never kept: the lowest threshold a user can choose.
 PEAK_FLOOR = 0.05
+#: Resampling a tomogram to the model's voxel size by more than this factor (either way)
+#: is refused: far beyond it the voxel size is wrong rather than the model's binning.
+MAX_RESAMPLING = 16.0
 
 
 @dataclass
@@ -184,6 +187,11 @@ def rescale_to_model(volume: np.ndarray, voxel_size: float, model_voxel_size: fl
     if same_voxel_size(voxel_size, model_voxel_size):
         return volume
     ratio = voxel_size / model_voxel_size
+    if not 1 / MAX_RESAMPLING <= ratio <= MAX_RESAMPLING:
+        raise ValueError(
+            f"{name}: voxel size {voxel_size:.3g} A is {max(ratio, 1 / ratio):.3g}x the model's "
+            f"{model_voxel_size:.3g} A (at most {MAX_RESAMPLING:g}x is resampled); check the "
+            "header's voxel size or give it with --voxel-size")
     log.log(logging.INFO if ratio < 1 else logging.WARNING,
             "%s: voxel size %.3g A differs from the model's %.3g A; resampling the tomogram",
             name, voxel_size, model_voxel_size)
@@ -247,7 +255,7 @@ def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
     """
     config = config or PredictConfig()
     volume = normalize(rescale_to_model(tomogram.data, tomogram.voxel_size, card.voxel_size,
-                                        tomogram.name), name=tomogram.name)
+                                        tomogram.label), name=tomogram.label)
     while True:
         try:
             heat = predict_heatmaps(model, volume, config, device, on_progress, should_stop)
@@ -262,6 +270,9 @@ def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
             config = smaller
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+    if not bool(torch.isfinite(heat).all()):
+        raise ValueError(f"{tomogram.label}: the model's heatmaps hold NaN or infinite values; "
+                         "its weights are unusable (retrain, or load another model)")
     peaks = peaks_from_heatmaps(heat, card, tomogram.name, card.voxel_size,
                                 volume_shape=volume.shape)
     peaks.picks = to_tomogram_frame(peaks.picks, card.voxel_size, volume.shape, tomogram)

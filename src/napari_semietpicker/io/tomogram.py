@@ -28,6 +28,12 @@ class Tomogram:
     voxel_size: float
     name: str
     origin_A: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    source: str = ""  # the file or store it was read from, for messages
+
+    @property
+    def label(self) -> str:
+        """How messages name this tomogram: its file path when known, else its name."""
+        return self.source or self.name
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -85,7 +91,7 @@ def read_tomogram(path: str | Path, voxel_size: float | None = None) -> Tomogram
     if not (np.isfinite(voxel_size) and voxel_size > 0):
         raise ValueError(f"{path}: voxel size must be a positive number, got {voxel_size}")
     return Tomogram(data=data, voxel_size=float(voxel_size), name=tomogram_name(path),
-                    origin_A=origin_A)
+                    origin_A=origin_A, source=str(path))
 
 
 def same_voxel_size(a: float, b: float) -> bool:
@@ -119,7 +125,8 @@ def bin_tomogram(tomogram: Tomogram, factor: int, slab: int = 32) -> Tomogram:
                                          :ny * factor, :nx * factor], dtype=np.float32)
         binned[z0 // factor:z0 // factor + block.shape[0] // factor] = block.reshape(
             -1, factor, ny, factor, nx, factor).mean(axis=(1, 3, 5))
-    return Tomogram(binned, tomogram.voxel_size * factor, tomogram.name, tomogram.origin_A)
+    return Tomogram(binned, tomogram.voxel_size * factor, tomogram.name, tomogram.origin_A,
+                    tomogram.source)
 
 
 def tomogram_name(path: str | Path) -> str:

@@ -74,7 +74,11 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
     if isinstance(node, zarr.Array):
         arrays, sizes, origins = [node], [_given(voxel_size, label)], [(0.0, 0.0, 0.0)]
     elif _multiscales(node.attrs) is not None:
-        arrays, sizes, origins = _ome_levels(node, label)
+        try:
+            arrays, sizes, origins = _ome_levels(node, label)
+        except (KeyError, TypeError, AttributeError, IndexError) as err:
+            raise ValueError(f"{label}: malformed OME-Zarr multiscales metadata "
+                             f"({type(err).__name__}: {err})") from err
         if voxel_size is not None:
             sizes = [voxel_size * s / sizes[0] for s in sizes]
     else:
@@ -89,6 +93,8 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
         origins = [(0.0, 0.0, 0.0)] * len(keys)
     levels = []
     for level, (array, size, origin) in enumerate(zip(arrays, sizes, origins, strict=True)):
+        if not isinstance(array, zarr.Array):
+            raise ValueError(f"{label}: level {level} is not an array (a zarr group?)")
         if array.ndim != 3:
             raise ValueError(
                 f"{label}: level {level} has shape {array.shape}; expected 3D (z, y, x)"
@@ -97,7 +103,8 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
             break  # coarser levels are too small to pick in
         if not (np.isfinite(size) and size > 0):
             raise ValueError(f"{label}: level {level} has invalid voxel size {size}")
-        levels.append(Tomogram(data=array, voxel_size=float(size), name=name, origin_A=origin))
+        levels.append(Tomogram(data=array, voxel_size=float(size), name=name, origin_A=origin,
+                               source=label))
     if not levels:
         raise ValueError(
             f"{label}: volume {arrays[0].shape} is too small (each side >= {MIN_SIDE})"
@@ -128,7 +135,8 @@ def _given(voxel_size: float | None, label: str) -> float:
 
 def _multiscales(attrs: Any) -> list | None:
     """NGFF 0.4 keeps ``multiscales`` at the top of the attributes, 0.5 under ``ome``."""
-    found = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    ome = attrs.get("ome")
+    found = attrs.get("multiscales") or (ome.get("multiscales") if isinstance(ome, dict) else None)
     return found if isinstance(found, list) and found else None
 
 
