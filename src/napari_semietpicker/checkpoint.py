@@ -282,8 +282,8 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu"
     if not path.is_file():
         raise FileNotFoundError(f"{model_dir}: missing weights file {WEIGHTS}")
     if card.weights_sha256 is not None and file_sha256(path) != card.weights_sha256:
-        raise ValueError(f"{path}: the weights do not match the checksum in {CONFIG} "
-                         "(a corrupted file, or weights from another model)")
+        raise ValueError(f"{path}: truncated or corrupted weights (their SHA-256 differs from "
+                         f"the one in {CONFIG}; or weights from another model)")
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
