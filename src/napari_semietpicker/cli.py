@@ -34,26 +34,21 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _fraction(text: str) -> float:
-    """An argparse type: a number in [0, 1) (a window overlap)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
+def _float_where(ok: Callable[[float], bool], rule: str) -> Callable[[str], float]:
+    """An argparse type: a number for which ``ok`` holds (``rule`` says which, in errors)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return value
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0 (voxel sizes, rates)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
-    return value
+_fraction = _float_where(lambda v: 0.0 <= v < 1.0, "in [0, 1)")  # a window overlap
+_positive_float = _float_where(lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
 def _error_text(err: BaseException) -> str:
