@@ -146,7 +146,9 @@ class ModelCard:
 
 
 def model_exists(model_dir: str | Path) -> bool:
-    """True when ``model_dir`` holds a model (a config or weights) that a save would replace."""
+    """True when ``model_dir`` holds a model (a config or weights) that a save would replace.
+
+    A swap a crash interrupted is finished first, so a model set aside counts too."""
     model_dir = Path(model_dir)
     _recover(model_dir)
     return (model_dir / CONFIG).is_file() or (model_dir / WEIGHTS).is_file()

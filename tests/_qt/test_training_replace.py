@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from qtpy.QtWidgets import QMessageBox
+from test_training_dock import make_dock
 
 from napari_semietpicker.checkpoint import CONFIG
-
-from test_training_dock import make_dock
 
 
 def test_the_dock_asks_before_replacing_a_model(blob_viewer, qtbot, tmp_path, monkeypatch):

@@ -1,8 +1,9 @@
 """Atomic file writes: a crash mid-write never leaves a half-written file behind.
 
-Temporary files and folders are named ``.<name>.semietpicker-<pid>.tmp`` beside their
-target, so that one left by a killed process is recognisable: the next write into that
-folder removes those whose process is no longer running (:func:`sweep_orphans`).
+Temporary files and folders are named ``.<name>.semietpicker-<host>-<pid>-*.tmp`` beside
+their target, so that one left by a killed process is recognisable: the next write into
+that folder removes those of this machine whose process is no longer running
+(:func:`sweep_orphans`); a shared folder's files of other machines are left alone.
 Written files get the mode an ordinary ``open()`` would give (the umask), or the mode of
 the file they replace, not the 0600 of ``mkstemp``.
 """
@@ -14,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -22,14 +24,15 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TEMP_MARK = ".semietpicker-"
-_ORPHAN = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"(\d+)(?:-[^.]*)?\.tmp$")
+_ORPHAN = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"([A-Za-z0-9]+)-(\d+)-[^.]*\.tmp$")
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname()) or "host"
 #: Backups kept of a file the project overwrites: ``<name>.bak``, ``<name>.bak2``, ...
 MAX_BACKUPS = 20
 
 
 def temp_prefix(path: Path) -> str:
     """The start of the name of this process's temporary files for ``path``."""
-    return f".{path.name}{TEMP_MARK}{os.getpid()}-"
+    return f".{path.name}{TEMP_MARK}{_HOST}-{os.getpid()}-"
 
 
 def _process_alive(pid: int) -> bool:
@@ -57,7 +60,7 @@ def sweep_orphans(folder: str | Path) -> list[Path]:
         return removed
     for entry in entries:
         match = _ORPHAN.match(entry.name)
-        if match is None or _process_alive(int(match.group(1))):
+        if match is None or match.group(1) != _HOST or _process_alive(int(match.group(2))):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
