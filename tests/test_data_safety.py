@@ -290,3 +290,29 @@ def test_classes_without_a_known_radius_are_named_in_a_warning(caplog):
         classes = classes_for_names(["ribosome", "mystery"])
     assert [c.radius_A for c in classes] == [150.0, 100.0]
     assert "mystery have no known radius: using 100 A" in caplog.text
+
+
+def test_a_crash_between_the_two_renames_of_a_swap_loses_no_model(tmp_path, monkeypatch):
+    from napari_semietpicker import checkpoint
+
+    model_dir = tmp_path / "m"
+    save_model(model_dir, _tiny_model(0), ModelCard(BLOB, 10.0, TINY))
+    before = _weights(model_dir)
+    real_replace, calls = os.replace, []
+
+    def crash_on_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the old folder is set aside, the new one not yet in place
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model_dir, _tiny_model(1), ModelCard(BLOB, 12.0, TINY))
+    monkeypatch.undo()
+    assert not model_dir.exists()  # the moment of the crash: only the set-aside copy
+    model, card = load_model(model_dir)  # finishes the swap the crash interrupted
+    assert card.voxel_size == 10.0
+    assert all(torch.equal(model.state_dict()[k].cpu(), v) for k, v in before.items())
+    save_model(model_dir, _tiny_model(1), ModelCard(BLOB, 12.0, TINY))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
