@@ -316,3 +316,11 @@ def test_a_crash_between_the_two_renames_of_a_swap_loses_no_model(tmp_path, monk
     assert all(torch.equal(model.state_dict()[k].cpu(), v) for k, v in before.items())
     save_model(model_dir, _tiny_model(1), ModelCard(BLOB, 12.0, TINY))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_a_trainer_with_nothing_to_train_saves_nothing(blob_set, tmp_path):
+    volume = prepare_volume(blob_set["tomograms"][0], blob_set["picks"], blob_set["classes"])
+    config = TrainConfig(steps=0, cotrain_steps=5, preset="tiny", crop=64, device="cpu")
+    with pytest.raises(ValueError, match=r"nothing to train: 0 burn-in .*no unlabelled"):
+        Trainer(config, blob_set["classes"], [volume], tmp_path / "m")
+    assert not (tmp_path / "m").exists()

@@ -174,13 +174,15 @@ class Trainer:
         self.voxel_size = check_training_set(labelled, classes, unlabelled)
         self.device = resolve_device(config.device)
         dist.init_from_env(self.device.type)
-        if config.steps < 0 or config.cotrain_steps < 0 or config.steps + config.cotrain_steps < 1:
-            raise ValueError(f"{self.out_dir}: nothing to train: steps {config.steps} and "
-                             f"co-training steps {config.cotrain_steps}; give at least one step")
+        self.total_steps = config.steps + (config.cotrain_steps if unlabelled else 0)
+        if config.steps < 0 or config.cotrain_steps < 0 or self.total_steps < 1:
+            raise ValueError(f"{self.out_dir}: nothing to train: {config.steps} burn-in and "
+                             f"{config.cotrain_steps} co-training steps"
+                             f"{'' if unlabelled else ' (no unlabelled tomograms)'}; "
+                             "give at least one step")
         if config.checkpoint_every < 1:
             raise ValueError(f"checkpoint interval must be >= 1 step, got "
                              f"{config.checkpoint_every}")
-        self.total_steps = config.steps + (config.cotrain_steps if unlabelled else 0)
         if config.cotrain_steps and not unlabelled:
             log.warning("co-training asked for but no unlabelled tomograms given: "
                         "training supervised only (burn-in)")
