@@ -173,7 +173,7 @@ def _head(path: Path) -> str | None:
     try:
         with open(path, "rb") as f:
             raw = f.read(_PROBE_BYTES)
-        return None if b"\0" in raw else raw.decode("utf-8")
+        return None if b"\0" in raw else raw.decode("utf-8-sig")  # a BOM is no column
     except (OSError, UnicodeDecodeError):
         return None
 

@@ -3,8 +3,8 @@
 Each layer's class and tomogram come from ``metadata["semietpicker"]``; a layer without them
 (drawn by hand in a plain Points layer) is taken as the class named like the layer, in the
 one tomogram the other layers name (else the output file's stem). The previous file is kept
-as ``<name>.bak``. STAR and .coords need the tomogram's voxel size (and shape, for STAR),
-which layers made by this plugin carry.
+as a numbered backup (``<name>.bak``, ``.bak2``, ...). STAR and .coords need the tomogram's
+voxel size (and shape, for STAR), which layers made by this plugin carry.
 """
 
 from __future__ import annotations

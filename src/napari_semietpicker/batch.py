@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -40,15 +39,38 @@ def _manifest(model_dir: Path, thresholds: float | dict[str, float]) -> dict:
             "weights_size": weights.stat().st_size, "thresholds": thresholds}
 
 
-def _prepare_parts(parts: Path, manifest: dict, overwrite: bool) -> None:
-    """Rank 0 clears parts made by another model or thresholds; everyone waits."""
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _prepare_parts(parts: Path, manifest: dict, names: Sequence[str], overwrite: bool) -> None:
+    """Rank 0 clears parts made by another model or thresholds; everyone waits.
+
+    Only a folder holding our manifest is ours, and only the part files its manifest lists
+    are removed, nothing else. A folder of that name without a manifest is refused, never
+    deleted. The manifest lists the parts before any is written.
+    """
     if dist.is_main():
         path = parts / MANIFEST
-        stale = overwrite or not path.is_file() or json.loads(path.read_text()) != manifest
-        if stale and parts.exists():
-            shutil.rmtree(parts)
+        if parts.exists() and not path.is_file():
+            raise ValueError(f"{parts}: this folder exists and was not made by semietpicker "
+                             f"(no {MANIFEST}); move it away or choose another --out")
+        previous = (_read_manifest(path) or {}) if path.is_file() else None
+        ours: list[str] = []
+        if previous is not None:
+            ours = previous.get("parts", [p.stem for p in parts.glob("*.csv")])
+            settings = {k: v for k, v in previous.items() if k != "parts"}
+            if overwrite or settings != manifest:
+                for name in ours:
+                    (parts / f"{name}.csv").unlink(missing_ok=True)
+                ours = []
         parts.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(manifest, indent=2))
+        listed = list(dict.fromkeys([*ours, *names]))
+        write_text_atomic(path, json.dumps({**manifest, "parts": listed}, indent=2))
     dist.barrier()
 
 
@@ -70,7 +92,7 @@ def predict_many(model: torch.nn.Module, card: ModelCard, model_dir: str | Path,
         raise ValueError(f"several tomograms share the name(s) {', '.join(duplicates)}: "
                          "picks are keyed by tomogram name")
     parts = parts_dir(out)
-    _prepare_parts(parts, _manifest(Path(model_dir), thresholds), overwrite)
+    _prepare_parts(parts, _manifest(Path(model_dir), thresholds), names, overwrite)
     for tomogram in dist.shard(tomograms):
         part = parts / f"{tomogram.name}.csv"
         if part.is_file():

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,12 @@ def check_unique_names(classes: Sequence[ParticleClass]) -> None:
 
 def classes_for_names(names: Iterable[str]) -> list[ParticleClass]:
     """Classes for the names found in a picks file: CZII ones keep their preset radius and
-    colour; others get :data:`DEFAULT_RADIUS_A` and a colour no other class here uses."""
+    colour; others get :data:`DEFAULT_RADIUS_A` and a colour no other class here uses.
+
+    A warning names the classes given the default radius: it sets the target width, the
+    peak kernel and the hit distance, so a wrong one silently changes training and
+    scores. A warning, not an error, because the picks are still worth seeing, and the
+    radius can be set in the classes dock or a class file (``--classes``)."""
     czii = {c.name: c for c in PRESETS["czii"]}
     names = list(dict.fromkeys(str(n) for n in names))
     used = [czii[n].color for n in names if n in czii]
@@ -128,6 +136,10 @@ def classes_for_names(names: Iterable[str]) -> list[ParticleClass]:
             color = distinct_color(used)
             used.append(color)
             classes.append(ParticleClass(name, DEFAULT_RADIUS_A, 1.0, color))
+    guessed = [n for n in names if n not in czii]
+    if guessed:
+        log.warning("class(es) %s have no known radius: using %g A; set the real radius in "
+                    "the classes dock or a class file", ", ".join(guessed), DEFAULT_RADIUS_A)
     return classes
 
 

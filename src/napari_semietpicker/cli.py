@@ -10,13 +10,53 @@ import argparse
 import glob
 import json
 import logging
+import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger("semietpicker")
+
+
+# -- argument checks (at the boundary, before any work) ---------------------------------
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _float_where(ok: Callable[[float], bool], rule: str) -> Callable[[str], float]:
+    """An argparse type: a number for which ``ok`` holds (``rule`` says which, in errors)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return value
+    return parse
+
+
+_fraction = _float_where(lambda v: 0.0 <= v < 1.0, "in [0, 1)")  # a window overlap
+_positive_float = _float_where(lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def _error_text(err: BaseException) -> str:
+    """One line naming the file and the problem, for any error the CLI reports."""
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}"
+    text = str(err) or type(err).__name__
+    return " ".join(text.split())  # one line, whatever the message held
 
 
 def _expand(patterns: Sequence[str]) -> list[Path]:
@@ -58,8 +98,9 @@ def _tomograms(args: argparse.Namespace, files: Sequence[str], runs: Sequence[st
 
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--voxel-size", type=float, default=None, help="override file headers (A)")
-    p.add_argument("--level", type=int, default=0,
+    p.add_argument("--voxel-size", type=_positive_float, default=None,
+                   help="override file headers (A)")
+    p.add_argument("--level", type=_int_at_least(0), default=0,
                    help="binned level: 1 = 2x coarser (zarr: a pyramid level; MRC: binned on "
                         "reading)")
     p.add_argument("--copick", default=None, help="copick project config (JSON)")
@@ -93,11 +134,15 @@ MODES = {  # ablation switches of the paper's Table 3
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .checkpoint import model_exists
     from .classes import load_classes
-    from .data import prepare_volume
+    from .data import prepare_volume, warn_unmatched_picks
     from .io.formats import picks_format, read_picks
     from .train import TrainConfig, Trainer
 
+    if model_exists(args.out) and not (args.overwrite or args.resume):
+        raise ValueError(f"{args.out}: already holds a model; pass --resume to continue it or "
+                         "--overwrite to replace it")
     classes = load_classes(args.classes)
     labelled_tomograms = _tomograms(args, args.tomograms, args.runs)
     if not labelled_tomograms:
@@ -117,6 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   object_names=[c.name for c in classes])
     else:
         raise ValueError("give --picks (CSV, STAR, copick JSON) or --copick")
+    warn_unmatched_picks(picks, [t.name for t in labelled_tomograms], args.picks or args.copick)
     labelled = [prepare_volume(t, picks, classes) for t in labelled_tomograms]
     has_unlabelled = bool(args.unlabeled or args.unlabeled_runs)
     unlabelled = [prepare_volume(t) for t in _tomograms(args, args.unlabeled, args.unlabeled_runs)
@@ -155,8 +201,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
+    if result.reason.startswith("diverged"):
+        kept = (f"the last checkpoint in {args.out} is kept" if model_exists(args.out)
+                else "no model was saved")
+        print(f"{result.reason} after {result.steps_done} steps; {kept}")
+        return 1
     print(f"{result.reason} after {result.steps_done} steps; model saved in {args.out}")
-    return 0 if not result.reason.startswith("diverged") else 1
+    return 0
 
 
 # -- predict ---------------------------------------------------------------------------
@@ -166,9 +217,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from . import distributed
     from .batch import predict_many
     from .checkpoint import load_model
+    from .io.formats import picks_format
     from .predict import PredictConfig
     from .train import resolve_device
 
+    picks_format(args.out, args.format, reading=False)  # a bad --out fails before any work
     device = resolve_device(args.device)
     distributed.init_from_env(device.type)
     model, card = load_model(args.model, device)
@@ -284,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="write synthetic tomograms with known picks")
     p.add_argument("out", help="output folder (tomograms/<name>.mrc and picks.csv)")
-    p.add_argument("--n", type=int, default=3, help="number of tomograms")
+    p.add_argument("--n", type=_int_at_least(1), default=3, help="number of tomograms")
     p.add_argument("--shape", type=int, nargs=3, default=(64, 128, 128), metavar=("D", "H", "W"))
     p.add_argument("--voxel-size", type=float, default=10.0, help="Angstrom per voxel")
     p.add_argument("--snr", type=float, default=None,
@@ -310,19 +363,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model directory")
     p.add_argument("--mode", choices=list(MODES), default="full",
                    help="semi-supervised parts to use when --unlabeled is given (ablation)")
-    p.add_argument("--steps", type=int, default=2000, help="burn-in (supervised) steps")
-    p.add_argument("--cotrain-steps", type=int, default=2000, help="co-training steps")
+    p.add_argument("--steps", type=_int_at_least(1), default=2000,
+                   help="burn-in (supervised) steps")
+    p.add_argument("--cotrain-steps", type=_int_at_least(0), default=2000,
+                   help="co-training steps")
     p.add_argument("--preset", default="light", help="network preset: light (CPU), paper (GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--crop", type=int, default=96, help="training crop side (voxels)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=_int_at_least(1), default=2)
+    p.add_argument("--crop", type=_int_at_least(32), default=96,
+                   help="training crop side (voxels, >= 32)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--ema-alpha", type=float, default=1e-3, help="teacher EMA rate per step")
     p.add_argument("--unlabeled-weight", type=float, default=1.0, help="w of the consistency loss")
-    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--checkpoint-every", type=_int_at_least(1), default=200)
     p.add_argument("--seed", type=int, default=0)
     _add_source_options(p)
     p.add_argument("--resume", action="store_true", help="continue from the model directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a model already in --out (default: refuse)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="pick particles with a trained model")
@@ -341,9 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average flips along z, y and x")
     p.add_argument("--heatmaps", default=None, help="folder for per-class heatmap MRC files")
     p.add_argument("--device", default="auto")
-    p.add_argument("--window", type=int, default=256, help="largest window side (voxels)")
-    p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
+    p.add_argument("--window", type=_int_at_least(32), default=256,
+                   help="largest window side (voxels, >= 32)")
+    p.add_argument("--overlap", type=_fraction, default=0.25)
+    p.add_argument("--batch-size", type=_int_at_least(1), default=1,
+                   help="windows per forward pass")
     p.add_argument("--overwrite", action="store_true",
                    help="pick again tomograms already done (default: skip them)")
     _add_source_options(p)
@@ -388,10 +448,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``semietpicker`` console script."""
-    from . import distributed
+    """Entry point of the ``semietpicker`` console script.
 
-    args = build_parser().parse_args(argv)
+    Every failure ends with one line, ``semietpicker <command>: error: <file>: <problem>``,
+    and exit code 2 (``-v`` shows the traceback); Ctrl-C at any time exits with 130.
+    """
+    command = "semietpicker"
+    try:
+        from . import distributed
+
+        args = build_parser().parse_args(argv)
+        command = f"semietpicker {args.command}"
+        return _run(args, distributed)
+    except KeyboardInterrupt:
+        print(f"\n{command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, distributed) -> int:
     worker = distributed.launched_by_torchrun() and os.environ.get("RANK", "0") != "0"
     args.quiet = args.quiet or worker  # one progress bar and one log under torchrun
     prefix = f"[rank {os.environ['RANK']}] " if distributed.launched_by_torchrun() else ""
@@ -403,11 +477,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed_alone = False  # this rank stopped where the others wait in a collective
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError, distributed.RankOutOfMemoryError) as err:
+    except (ValueError, OSError, ImportError, MemoryError,
+            distributed.RankOutOfMemoryError) as err:
         failed_alone = isinstance(err, distributed.RankOutOfMemoryError)
         if args.verbose:
             raise
-        print(f"semietpicker {args.command}: error: {err}", file=sys.stderr)
+        print(f"semietpicker {args.command}: error: {_error_text(err)}", file=sys.stderr)
         return 2
     finally:
         if distributed.is_distributed() and not failed_alone:

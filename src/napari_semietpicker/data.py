@@ -41,7 +41,7 @@ class Volume:
 def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
                    classes: Sequence[ParticleClass] = ()) -> Volume:
     """Normalise a tomogram and attach its picks (rows whose experiment is its name)."""
-    data = normalize(tomogram.data, name=tomogram.name)
+    data = normalize(tomogram.data, name=tomogram.label)
     if picks is None:
         return Volume(tomogram.name, data, tomogram.voxel_size)
     own = select(picks, experiment=tomogram.name)
@@ -68,6 +68,19 @@ def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
                     "of the radius to another pick)", tomogram.name, int((~keep).sum()),
                     100 * DUPLICATE_FRACTION)
     return Volume(tomogram.name, data, tomogram.voxel_size, positions[keep], class_index[keep])
+
+
+def warn_unmatched_picks(picks: pd.DataFrame, tomogram_names: Sequence[str],
+                         source: object = "picks") -> list[str]:
+    """Warn about runs in ``picks`` that name none of the tomograms (their rows are unused),
+    so that a typo in a run name does not drop labels silently. Returns those runs."""
+    unmatched = sorted(set(picks["experiment"].astype(str)) - set(tomogram_names))
+    if unmatched:
+        rows = int(picks["experiment"].astype(str).isin(unmatched).sum())
+        log.warning("%s: %d pick(s) of run(s) %s match no tomogram given (%s) and are not "
+                    "used", source, rows, ", ".join(unmatched[:10]),
+                    ", ".join(list(tomogram_names)[:10]))
+    return unmatched
 
 
 def unique_picks(positions: np.ndarray, class_index: np.ndarray, radii: np.ndarray) -> np.ndarray:

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: Peaks below this score are never kept: the lowest threshold a user can choose.
 PEAK_FLOOR = 0.05
+#: Resampling a tomogram to the model's voxel size by more than this factor (either way)
+#: is refused: far beyond it the voxel size is wrong rather than the model's binning.
+MAX_RESAMPLING = 16.0
 
 
 @dataclass
@@ -188,6 +191,12 @@ def rescale_to_model(tomogram: Tomogram, model_voxel_size: float) -> tuple[np.nd
     grid, factor = model_grid(tomogram, model_voxel_size)
     if factor == 1.0:
         return tomogram.data, grid
+    if not 1 / MAX_RESAMPLING <= factor <= MAX_RESAMPLING:
+        raise ValueError(
+            f"{tomogram.label}: voxel size {tomogram.voxel_size:.3g} A is "
+            f"{max(factor, 1 / factor):.3g}x the model's {model_voxel_size:.3g} A (at most "
+            f"{MAX_RESAMPLING:g}x is resampled); check the header's voxel size or give it "
+            "with --voxel-size")
     log.log(logging.INFO if factor > 1 else logging.WARNING,
             "%s: voxel size %.3g A differs from the model's %.3g A; resampling the tomogram",
             tomogram.name, tomogram.voxel_size, model_voxel_size)
@@ -229,7 +238,7 @@ def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
     """
     config = config or PredictConfig()
     raw, grid = rescale_to_model(tomogram, card.voxel_size)
-    volume = normalize(raw, name=tomogram.name)
+    volume = normalize(raw, name=tomogram.label)
     while True:
         try:
             heat = predict_heatmaps(model, volume, config, device, on_progress, should_stop)
@@ -244,6 +253,9 @@ def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
             config = smaller
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+    if not bool(torch.isfinite(heat).all()):
+        raise ValueError(f"{tomogram.label}: the model's heatmaps hold NaN or infinite values; "
+                         "its weights are unusable (retrain, or load another model)")
     peaks = peaks_from_heatmaps(heat, card, tomogram.name, grid, volume_shape=volume.shape)
     peaks.heatmap_grid = grid.coarser(card.model.output_stride)
     return peaks, heat

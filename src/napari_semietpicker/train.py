@@ -25,7 +25,6 @@ from .checkpoint import (
     load_model,
     load_trainer_state,
     save_model,
-    save_trainer_state,
 )
 from .classes import ParticleClass
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
@@ -176,6 +175,14 @@ class Trainer:
         self.device = resolve_device(config.device)
         dist.init_from_env(self.device.type)
         self.total_steps = config.steps + (config.cotrain_steps if unlabelled else 0)
+        if config.steps < 0 or config.cotrain_steps < 0 or self.total_steps < 1:
+            raise ValueError(f"{self.out_dir}: nothing to train: {config.steps} burn-in and "
+                             f"{config.cotrain_steps} co-training steps"
+                             f"{'' if unlabelled else ' (no unlabelled tomograms)'}; "
+                             "give at least one step")
+        if config.checkpoint_every < 1:
+            raise ValueError(f"checkpoint interval must be >= 1 step, got "
+                             f"{config.checkpoint_every}")
         if config.cotrain_steps and not unlabelled:
             log.warning("co-training asked for but no unlabelled tomograms given: "
                         "training supervised only (burn-in)")
@@ -236,6 +243,11 @@ class Trainer:
             raise ValueError(f"{self.out_dir}: cannot resume: it was trained with other classes "
                              f"or another network preset ({str(err).splitlines()[0]})") from err
         saved = load_card(self.out_dir)
+        saved_names = [c.name for c in saved.classes]
+        if saved_names != [c.name for c in self.classes]:
+            raise ValueError(f"{self.out_dir}: cannot resume: it was trained for classes "
+                             f"{', '.join(saved_names)}, not "
+                             f"{', '.join(c.name for c in self.classes)} (same order)")
         if not same_voxel_size(saved.voxel_size, self.voxel_size):
             raise ValueError(f"{self.out_dir}: cannot resume: it was trained at "
                              f"{saved.voxel_size:g} A voxels and these tomograms are at "
@@ -260,12 +272,10 @@ class Trainer:
             return
         self.card.history.update(steps_done=self.step, losses=self.losses[-2000:])
         save_model(self.out_dir, self.teacher if self.teacher is not None else self.student,
-                   self.card)
-        save_trainer_state(self.out_dir, {
-            "student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "losses": torch.tensor(self.losses, dtype=torch.float64),
-        })
+                   self.card, trainer_state={
+                       "student": self.student.state_dict(),
+                       "optimizer": self.optimizer.state_dict(), "step": self.step,
+                       "losses": torch.tensor(self.losses, dtype=torch.float64)})
 
     # -- one step ----------------------------------------------------------------------
     def _autocast(self):

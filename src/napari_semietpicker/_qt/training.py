@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -32,7 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..checkpoint import CONFIG, WEIGHTS, load_card
+from ..checkpoint import CONFIG, WEIGHTS, load_card, model_exists
 from ..layers import PICKS
 from ..model import PRESETS
 from ..train import TrainConfig, TrainProgress, TrainResult
@@ -238,7 +239,7 @@ class TrainingWidget(QWidget):
             prepare_fine_tune(job, Path(init_from))
         elif self.resume_check.isChecked():
             prepare_resume(job)
-        if not job.resume and (out_dir / CONFIG).is_file():
+        if not job.resume and model_exists(out_dir):
             job.notes.append("replacing the model already in this folder")
         return job
 
@@ -253,6 +254,10 @@ class TrainingWidget(QWidget):
             job = self.collect_job(init_from)
         except (ValueError, FileNotFoundError) as err:
             self._say(str(err), error=True)
+            return False
+        if not job.resume and model_exists(job.out_dir) and not self._confirm_replace(job):
+            self._say(f"Kept the model in {job.out_dir}: choose another folder, or tick "
+                      "'continue training'.")
             return False
         self._stop.clear()
         self._stop_asked_at = None
@@ -274,6 +279,14 @@ class TrainingWidget(QWidget):
             _connect={"returned": self._on_returned, "errored": self._on_error,
                       "finished": self._on_finished})
         return True
+
+    def _confirm_replace(self, job: TrainJob) -> bool:
+        """Ask before a new training replaces the model already in the job's folder."""
+        answer = QMessageBox.question(
+            self, "Replace model?",
+            f"{job.out_dir} already holds a trained model. Replace it with a new one?",
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
 
     def stop(self) -> None:
         """Ask the training loop to stop after the current step; it saves the model."""

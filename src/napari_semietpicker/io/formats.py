@@ -107,7 +107,8 @@ def write_picks(df: pd.DataFrame, path: str | Path, *, voxel_size: VoxelSizeSpec
     coordinates (RELION 4, .coords: pixel = Angstrom / voxel size) or, with
     ``shape_by_experiment`` (one (z, y, x) or one per tomogram), defines each tomogram's
     centre (RELION 5). Copick picks are stored under ``user_id``/``session_id`` (copick's
-    session "0" marks picks made by a tool). ``keep_previous`` keeps ``<name>.bak``.
+    session "0" marks picks made by a tool). ``keep_previous`` keeps a numbered backup
+    (``<name>.bak``, ``.bak2``, ...).
     """
     path = Path(path)
     kind = picks_format(path, format, reading=False)
@@ -178,7 +179,7 @@ def _is_copick_config(path: Path) -> bool:
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise ValueError(f"{path}: not a readable JSON file ({err})") from err
 
 
@@ -197,13 +198,20 @@ def _read_copick_json(path: Path, tomogram_name: str | None) -> pd.DataFrame:
     points = data.get("points") or []
     if not points:
         return empty_picks()
-    xyz = np.array([[p["location"][a] for a in "xyz"] for p in points], dtype=float)
-    shift = np.array([np.asarray(p.get("transformation_", np.eye(4)), dtype=float)[:3, 3]
-                      for p in points])
-    xyz += shift
-    df = pd.DataFrame({"experiment": run, "particle_type": data["pickable_object_name"],
-                       "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
-                       "score": [1.0 if p.get("score") is None else p["score"] for p in points]})
+    if not isinstance(points, list):
+        raise ValueError(f"{path}: copick 'points' must be a list, got {type(points).__name__}")
+    try:
+        xyz = np.array([[p["location"][a] for a in "xyz"] for p in points], dtype=float)
+        shift = np.array([np.asarray(p.get("transformation_", np.eye(4)), dtype=float)[:3, 3]
+                          for p in points])
+        scores = [1.0 if p.get("score") is None else float(p["score"]) for p in points]
+        xyz = xyz.reshape(len(points), 3) + shift.reshape(len(points), 3)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        raise ValueError(f"{path}: malformed copick point (each needs location x, y, z as "
+                         f"numbers and an optional 4x4 transformation_; {type(err).__name__}: "
+                         f"{err})") from err
+    df = pd.DataFrame({"experiment": str(run), "particle_type": str(data["pickable_object_name"]),
+                       "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "score": scores})
     return validate_picks(df, source=str(path))
 
 

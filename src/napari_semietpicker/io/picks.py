@@ -65,7 +65,7 @@ def read_picks_csv(path: str | Path) -> pd.DataFrame:
 
 
 def write_picks_csv(df: pd.DataFrame, path: str | Path, keep_previous: bool = False) -> None:
-    """Write a picks table as CSV atomically; ``keep_previous`` keeps ``<name>.bak``."""
+    """Write a picks table as CSV atomically; ``keep_previous`` keeps a numbered backup."""
     df = validate_picks(df, source=str(path))
     with atomic_path(path, keep_previous=keep_previous) as tmp:
         df.to_csv(tmp, index=False, float_format="%.3f")

@@ -37,6 +37,12 @@ class Tomogram:
     name: str
     origin_A: tuple[float, float, float] = (0.0, 0.0, 0.0)
     offset_A: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    source: str = ""  # the file or store it was read from, for messages
+
+    @property
+    def label(self) -> str:
+        """How messages name this tomogram: its file path when known, else its name."""
+        return self.source or self.name
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -99,7 +105,7 @@ def read_tomogram(path: str | Path, voxel_size: float | None = None) -> Tomogram
     if not (np.isfinite(voxel_size) and voxel_size > 0):
         raise ValueError(f"{path}: voxel size must be a positive number, got {voxel_size}")
     return Tomogram(data=data, voxel_size=float(voxel_size), name=tomogram_name(path),
-                    origin_A=origin_A)
+                    origin_A=origin_A, source=str(path))
 
 
 def bin_tomogram(tomogram: Tomogram, factor: int, slab: int = 32) -> Tomogram:

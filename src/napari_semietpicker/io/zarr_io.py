@@ -77,7 +77,11 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
     if isinstance(node, zarr.Array):
         arrays, sizes, shifts = [node], [_given(voxel_size, label)], [None]
     elif _multiscales(node.attrs) is not None:
-        arrays, sizes, shifts = _ome_levels(node, label)
+        try:
+            arrays, sizes, shifts = _ome_levels(node, label)
+        except (KeyError, TypeError, AttributeError, IndexError) as err:
+            raise ValueError(f"{label}: malformed OME-Zarr multiscales metadata "
+                             f"({type(err).__name__}: {err})") from err
         if voxel_size is not None:
             ratio = voxel_size / sizes[0]
             sizes = [s * ratio for s in sizes]
@@ -95,6 +99,8 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
     origin = np.zeros(3) if shifts[0] is None else shifts[0]
     levels = []
     for level, (array, size, shift) in enumerate(zip(arrays, sizes, shifts, strict=True)):
+        if not isinstance(array, zarr.Array):
+            raise ValueError(f"{label}: level {level} is not an array (a zarr group?)")
         if array.ndim != 3:
             raise ValueError(
                 f"{label}: level {level} has shape {array.shape}; expected 3D (z, y, x)"
@@ -108,7 +114,8 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
         else:
             offset = tuple(float(v) for v in shift - origin)
         levels.append(Tomogram(data=array, voxel_size=float(size), name=name,
-                               origin_A=tuple(float(v) for v in origin), offset_A=offset))
+                               origin_A=tuple(float(v) for v in origin), offset_A=offset,
+                               source=label))
     if not levels:
         raise ValueError(
             f"{label}: volume {arrays[0].shape} is too small (each side >= {MIN_SIDE})"
@@ -139,7 +146,8 @@ def _given(voxel_size: float | None, label: str) -> float:
 
 def _multiscales(attrs: Any) -> list | None:
     """NGFF 0.4 keeps ``multiscales`` at the top of the attributes, 0.5 under ``ome``."""
-    found = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    ome = attrs.get("ome")
+    found = attrs.get("multiscales") or (ome.get("multiscales") if isinstance(ome, dict) else None)
     return found if isinstance(found, list) and found else None
 
 
