@@ -228,8 +228,8 @@ def _fake_model_dir(path: Path) -> Path:
 def test_predict_writes_relion4_and_heatmaps_with_each_tomogram_own_geometry(tmp_path):
     card = card_for(10.0, 4 * 30.0)
     paths, truths = [], {}
-    for name, voxel in (("a", 10.0), ("b", 10.1)):
-        truth = np.array([[200.0, 250.0, 290.0]])
+    for name, voxel in (("a", 10.19), ("b", 10.0)):
+        truth = np.array([[200.0, 250.0, 560.0]])
         write_tomogram(tmp_path / f"{name}.mrc",
                        _blob_volume((48, 56, 64), voxel, truth, 30.0, 2.0, 1), voxel)
         paths.append(str(tmp_path / f"{name}.mrc"))
@@ -239,11 +239,15 @@ def test_predict_writes_relion4_and_heatmaps_with_each_tomogram_own_geometry(tmp
         assert main(["-q", "predict", str(model_dir), *paths, "--out", str(tmp_path / "p.star"),
                      "--format", "relion4", "--threshold", "0.3", "--window", "64",
                      "--heatmaps", str(tmp_path / "hm")]) == 0
+    import starfile
+
+    rows = starfile.read(tmp_path / "p.star")
     for name, (truth, voxel) in truths.items():
-        picks = read_picks(tmp_path / "p.star", voxel_size={"a": 10.0, "b": 10.1})
-        own = picks[picks.experiment == name]
-        assert len(own) == 1
-        np.testing.assert_allclose(own[["z", "y", "x"]].to_numpy(), truth, atol=0.5 * voxel)
+        own = rows[rows["rlnTomoName"].astype(str) == name]
+        assert len(own) == 1  # pixels of this tomogram's own voxel size
+        pixels = own[["rlnCoordinateZ", "rlnCoordinateY", "rlnCoordinateX"]].to_numpy(float)
+        np.testing.assert_allclose(pixels * voxel, truth, atol=0.5 * voxel)
+    for name, (_, voxel) in truths.items():
         with mrcfile.open(tmp_path / "hm" / f"{name}_blob.mrc") as mrc:
             # output voxel 0 covers tomogram voxels 0 and 1: centred at 0.5 voxel
             assert float(mrc.header.origin.x) == pytest.approx(0.5 * voxel)

@@ -12,6 +12,7 @@ from napari_semietpicker.checkpoint import (
     save_thresholds,
 )
 from napari_semietpicker.data import prepare_volume
+from napari_semietpicker.geometry import Grid
 from napari_semietpicker.io.tomogram import bin_tomogram
 from napari_semietpicker.metrics import evaluate
 from napari_semietpicker.predict import (
@@ -242,7 +243,7 @@ def test_peaks_map_to_angstrom_and_thresholds_filter_cached_peaks(trained):
     heat = torch.zeros(2, 20, 30, 40)
     heat[0, 5, 6, 7] = 0.9
     heat[1, 10, 11, 12] = 0.4
-    cache = peaks_from_heatmaps(heat, card, "t", voxel_size=13.5)
+    cache = peaks_from_heatmaps(heat, card, "t", Grid(13.5))
     big = cache.picks[cache.picks.particle_type == "big"].iloc[0]
     # output index i -> input voxel 2i + 0.5 -> Angstrom * 13.5
     assert (big.z, big.y, big.x) == pytest.approx((10.5 * 13.5, 12.5 * 13.5, 14.5 * 13.5))
