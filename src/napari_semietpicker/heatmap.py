@@ -1,7 +1,7 @@
 """Gaussian heatmap targets and max-pool peak finding (the paper's section 2.2).
 
 Heatmaps live on an output grid ``stride`` times coarser than the input; output index
-``i`` covers input voxels around ``(i + 0.5) * stride - 0.5`` (DESIGN.md section 1).
+``i`` covers input voxels around ``(i + 0.5) * stride - 0.5`` (docs/design.md, method).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tomograms: MRC/REC/MAP through mrcfile, memory-mapped, at their true voxel size.
 
 Arrays are indexed (z, y, x) with voxel centres at integer indices; positions in
-Angstrom are ``index * voxel_size`` from the volume corner (DESIGN.md section 3).
+Angstrom are ``index * voxel_size`` from the volume corner (docs/design.md, coordinates).
 """
 
 from __future__ import annotations
