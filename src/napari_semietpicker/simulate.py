@@ -31,8 +31,6 @@ from .classes import ParticleClass, load_classes
 from .io.picks import picks_from_positions, write_picks_csv
 from .io.tomogram import Tomogram, write_tomogram
 
-#: The 10 A maps inside the package, one float16 array per PDB id (templates/README.md).
-TEMPLATES_RESOURCE = ("templates", "templates_10A.npz")
 TEMPLATE_VOXEL_A = 10.0
 
 # CZII class -> template map. Sizes measured on the 10 A maps: r97 = radius holding 97 %
@@ -324,8 +322,9 @@ def image_formation(
 
 @functools.cache
 def template_maps() -> dict[str, np.ndarray]:
-    """The 10 A density maps shipped in the package, by PDB id (read once, kept read-only)."""
-    resource = resources.files(__package__).joinpath(*TEMPLATES_RESOURCE)
+    """The 10 A density maps shipped in the package (``templates/``, float16, see its
+    README), by PDB id; read once, kept read-only."""
+    resource = resources.files(__package__) / "templates" / "templates_10A.npz"
     with resource.open("rb") as file, np.load(file) as archive:
         maps = {stem: archive[stem] for stem in archive.files}
     for data in maps.values():
