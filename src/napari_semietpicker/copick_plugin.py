@@ -17,7 +17,7 @@ click comes with copick; this module is imported only by copick's CLI.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
@@ -28,7 +28,11 @@ _FORWARD = {"ignore_unknown_options": True, "allow_extra_args": True}
 _CONFIG = click.option("-c", "--config", required=True, envvar="COPICK_CONFIG",
                        show_envvar=True, type=click.Path(exists=True, dir_okay=False),
                        help="copick project configuration (JSON)")
-_REST = click.argument("options", nargs=-1, type=click.UNPROCESSED)
+
+
+def _rest(metavar: str = "[SEMIETPICKER OPTIONS]...") -> Callable:
+    """The arguments handed on to ``semietpicker``, untouched."""
+    return click.argument("options", nargs=-1, type=click.UNPROCESSED, metavar=metavar)
 
 
 def _run(argv: Sequence[str]) -> None:
@@ -41,7 +45,7 @@ def _run(argv: Sequence[str]) -> None:
 @click.command("semietpicker", context_settings=_FORWARD,
                short_help="Train a SemiETPicker model on runs of the project.")
 @_CONFIG
-@_REST
+@_rest()
 def train(config: str, options: tuple[str, ...]) -> None:
     """Train a SemiETPicker model on labelled (and unlabelled) runs of the project.
 
@@ -51,10 +55,10 @@ def train(config: str, options: tuple[str, ...]) -> None:
     _run(["train", "--copick", config, *options])
 
 
-@click.command("semietpicker", context_settings=_FORWARD, options_metavar="MODEL [OPTIONS]",
+@click.command("semietpicker", context_settings=_FORWARD,
                short_help="Pick particles in runs of the project with a SemiETPicker model.")
 @_CONFIG
-@_REST
+@_rest("MODEL [SEMIETPICKER OPTIONS]...")
 def predict(config: str, options: tuple[str, ...]) -> None:
     """Pick particles in the project's runs (all, or --runs) with the model directory MODEL
     and write them into the project as picks of --user / --session (default semietpicker, 0).
@@ -74,7 +78,7 @@ def predict(config: str, options: tuple[str, ...]) -> None:
 @click.option("--pred-session", default=None, help="session id of the predicted picks")
 @click.option("--truth-user", required=True, help="user id of the reference picks")
 @click.option("--truth-session", default=None, help="session id of the reference picks")
-@_REST
+@_rest()
 def evaluate(config: str, pred_user: str, pred_session: str | None, truth_user: str,
              truth_session: str | None, options: tuple[str, ...]) -> None:
     """Score the predicted picks against the reference picks, both read from the project.
