@@ -68,8 +68,7 @@ def test_picks_sit_on_dark_density(clean):
 def test_render_keeps_centre_and_physical_size(voxel_size):
     """The centre of mass lands on the sub-voxel position; the size in A does not depend
     on the voxel size (radius of gyration of the 10 A map, 97 A for 6qzp)."""
-    path = simulate._template_path("6qzp") or pytest.skip("no templates")
-    template = simulate._map_template(str(path), voxel_size)
+    template = simulate._map_template("6qzp", voxel_size)
     side = int(500 / voxel_size)
     volume = np.zeros((side,) * 3, dtype=np.float32)
     centre = np.array([0.5 * side - 0.3, 0.5 * side + 0.4, 0.5 * side + 0.15])
@@ -137,15 +136,22 @@ def test_dataset_files_read_back(tmp_path):
 
 
 def test_class_templates_fit_the_class_radii():
-    if simulate.templates_dir() is None:
-        pytest.skip("no templates")
     for particle_class in load_classes("czii"):
         template = simulate._class_template(particle_class, 10.0)
         assert template.radius_A == pytest.approx(particle_class.radius_A, rel=0.25)
 
 
-def test_without_templates_custom_classes_get_synthetic_shapes(tmp_path, monkeypatch):
-    monkeypatch.setenv(simulate.TEMPLATES_ENV, str(tmp_path))  # an empty folder
+def test_the_package_ships_every_map_the_simulator_names():
+    """The maps come from the package, not from a folder beside the checkout."""
+    maps = simulate.template_maps()
+    named = {*simulate.CLASS_TEMPLATES.values(), *simulate.DISTRACTOR_TEMPLATES}
+    assert named <= set(maps)
+    for stem in named:
+        assert maps[stem].ndim == 3 and maps[stem].max() > 0
+        assert not maps[stem].flags.writeable  # shared by the caches: nobody may edit it
+
+
+def test_classes_without_a_map_get_synthetic_shapes():
     classes = [ParticleClass("mystery", 80.0), ParticleClass("ribosome", 150.0)]
     tomogram, picks = simulate.simulate_tomogram(SHAPE, classes=classes, snr=np.inf, seed=2,
                                                  density=8)
@@ -162,10 +168,3 @@ def test_without_templates_custom_classes_get_synthetic_shapes(tmp_path, monkeyp
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         simulate.simulate_tomogram(**kwargs)
-
-
-def test_a_bad_templates_variable_warns_and_falls_back(monkeypatch, tmp_path):
-    monkeypatch.setenv(simulate.TEMPLATES_ENV, str(tmp_path / "missing"))
-    with pytest.warns(UserWarning, match="not a folder"):
-        found = simulate.templates_dir()
-    assert found is None or found.name == "templates_10A"

@@ -1,7 +1,7 @@
 """napari layer data for tomograms and picks, as plain LayerDataTuples (no napari import).
 
 World coordinates are Angstrom (Image ``scale`` = voxel size), axes (z, y, x), so Points
-in Angstrom line up with the image (DESIGN.md section 3). The reader, the sample data,
+in Angstrom line up with the image (docs/design.md, coordinates). The reader, the sample data,
 the writer and the docks all go through these functions.
 """
 

@@ -1,6 +1,6 @@
 """Picking metrics: F1 at 0.5 and 0.75 x radius (the paper) and the CZII weighted F-beta.
 
-Both use the CZII hit rule (DESIGN.md section 4), per run (experiment) and class:
+Both use the CZII hit rule (docs/design.md, the CZII metric), per run (experiment) and class:
 
 - a prediction *hits* if some reference centre of its class lies within
   ``factor * radius`` (distance <= threshold counts);

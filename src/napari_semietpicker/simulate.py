@@ -1,7 +1,7 @@
 """Synthetic tomograms with known particle centres, for tests, sample data and benchmarks.
 
 A tomogram is built like a crowded CZII phantom: real macromolecule maps (10 A templates
-in ``shared/reference-data/templates_10A``) in random orientations, placed without
+shipped in the package, ``templates/``) in random orientations, placed without
 overlap at the per-class number densities of the real CZII training picks, plus
 unlabelled distractors; then a CTF (defocus oscillation, B-factor envelope), a +-60
 degree missing wedge (tilt axis y) and Gaussian noise.
@@ -9,20 +9,18 @@ degree missing wedge (tilt axis y) and Gaussian noise.
 Contrast: protein is dark (negative values), as in real cryo-ET. The clean signal is
 scaled to unit variance inside the particles and has zero mean, so the noise standard
 deviation is ``1 / sqrt(snr)``. Picks are template centres of mass in Angstrom from the
-volume corner (voxel ``i`` at ``i * voxel_size``, DESIGN.md section 3).
+volume corner (voxel ``i`` at ``i * voxel_size``, docs/design.md, coordinates).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import warnings
 import zlib
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 import pandas as pd
 from scipy import fft, ndimage
@@ -33,8 +31,6 @@ from .classes import ParticleClass, load_classes
 from .io.picks import picks_from_positions, write_picks_csv
 from .io.tomogram import Tomogram, write_tomogram
 
-TEMPLATES_ENV = "SEMIETPICKER_TEMPLATES"
-TEMPLATES_SUBDIR = Path("shared", "reference-data", "templates_10A")
 TEMPLATE_VOXEL_A = 10.0
 
 # CZII class -> template map. Sizes measured on the 10 A maps: r97 = radius holding 97 %
@@ -195,10 +191,10 @@ def _draw_particles(
     labelled = [(c.radius_A, _class_template(c, voxel_size), c.name) for c in classes]
     counts = _expected_counts(classes, np.asarray(shape) * voxel_size, density)
     items = [labelled[i] for i, c in enumerate(counts) for _ in range(rng.poisson(c))]
-    maps = [p for p in map(_template_path, DISTRACTOR_TEMPLATES) if p is not None]
+    maps = [stem for stem in DISTRACTOR_TEMPLATES if stem in template_maps()]
     for _ in range(rng.poisson(distractors * float(np.sum(counts)))):
         if maps and rng.random() >= BLOB_FRACTION:
-            template = _map_template(str(maps[rng.integers(len(maps))]), float(voxel_size))
+            template = _map_template(maps[rng.integers(len(maps))], float(voxel_size))
         else:
             template = _blob(rng.uniform(30.0, 120.0) / voxel_size, rng, voxel_size)
         items.append((template.radius_A, template, None))
@@ -324,54 +320,33 @@ def image_formation(
     return signal
 
 
-def templates_dir() -> Path | None:
-    """The 10 A template folder: ``$SEMIETPICKER_TEMPLATES``, else the first
-    ``shared/reference-data/templates_10A`` found walking up from this file (a checkout
-    keeps ``shared/`` inside or beside it). None, with a warning, when there is none.
-    """
-    return _find_templates_dir(os.environ.get(TEMPLATES_ENV, ""))
-
-
-@functools.lru_cache(maxsize=8)
-def _find_templates_dir(env_value: str) -> Path | None:
-    if env_value:
-        if Path(env_value).is_dir():
-            return Path(env_value)
-        warnings.warn(f"{TEMPLATES_ENV}={env_value!r} is not a folder; ignoring it",
-                      stacklevel=3)
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / TEMPLATES_SUBDIR
-        if candidate.is_dir():
-            return candidate
-    warnings.warn(
-        f"no particle templates found (set {TEMPLATES_ENV} to a folder of 10 A maps); "
-        "simulating synthetic shapes instead", stacklevel=3,
-    )
-    return None
-
-
-def _template_path(stem: str) -> Path | None:
-    folder = templates_dir()
-    path = None if folder is None else folder / f"{stem}.mrc"
-    return path if path is not None and path.is_file() else None
+@functools.cache
+def template_maps() -> dict[str, np.ndarray]:
+    """The 10 A density maps shipped in the package (``templates/``, float16, see its
+    README), by PDB id; read once, kept read-only."""
+    resource = resources.files(__package__) / "templates" / "templates_10A.npz"
+    with resource.open("rb") as file, np.load(file) as archive:
+        maps = {stem: archive[stem] for stem in archive.files}
+    for data in maps.values():
+        data.flags.writeable = False
+    return maps
 
 
 def _class_template(particle_class: ParticleClass, voxel_size: float) -> _Template:
-    """The class's map (by CZII name, or a class named like a template file), else a
+    """The class's map (by CZII name, or a class named like a shipped map), else a
     blobby ellipsoid of the class radius, the same for every tomogram."""
     stem = CLASS_TEMPLATES.get(particle_class.name, particle_class.name.lower())
-    path = _template_path(stem)
-    if path is not None:
-        return _map_template(str(path), float(voxel_size))
+    if stem in template_maps():
+        return _map_template(stem, float(voxel_size))
     return _named_blob(particle_class.name, particle_class.radius_A, float(voxel_size))
 
 
 @functools.lru_cache(maxsize=128)
-def _map_template(path: str, voxel_size: float) -> _Template:
+def _map_template(stem: str, voxel_size: float) -> _Template:
     """A 10 A map cropped to its support, low-passed when the simulation voxels are
     coarser (anti-aliasing). It stays at 10 A: :func:`_render` scales while it rotates,
     one interpolation instead of two, and memory stays small for fine voxels."""
-    template = _load_map(path)
+    template = _load_map(stem)
     shrink = voxel_size / template.voxel_size
     if shrink <= 1.01:
         return template
@@ -380,9 +355,8 @@ def _map_template(path: str, voxel_size: float) -> _Template:
 
 
 @functools.lru_cache(maxsize=64)
-def _load_map(path: str) -> _Template:
-    with mrcfile.open(path, permissive=True) as mrc:
-        data = np.clip(np.asarray(mrc.data, dtype=np.float32), 0, None)
+def _load_map(stem: str) -> _Template:
+    data = np.clip(template_maps()[stem].astype(np.float32), 0, None)
     return _crop_template(data, TEMPLATE_VOXEL_A)
 
 

@@ -2,7 +2,7 @@
 
 A run is a tomogram: its name is the picks table's ``experiment``; a pickable object's
 name is its ``particle_type``. copick stores pick locations in Angstrom from the volume
-corner, as we do (DESIGN.md section 3), so positions pass through unchanged; a point's
+corner, as we do (docs/design.md, coordinates), so positions pass through unchanged; a point's
 transform translation (a shift refined by subtomogram averaging) is added on reading.
 copick is an optional dependency, imported only when these functions run.
 """

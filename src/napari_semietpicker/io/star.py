@@ -1,6 +1,6 @@
 """RELION 4/5 STAR picks (through ``starfile``) and plain ``.coords`` files.
 
-Conventions (DESIGN.md section 3; the same as copick's RELION import and export):
+Conventions (docs/design.md, coordinates; the same as copick's RELION import and export):
 
 * RELION 4: ``rlnCoordinateX/Y/Z`` in pixels of the coordinates' grid, voxel ``i`` at
   ``i * pixel_size`` Angstrom. RELION 4 itself means unbinned tilt-series pixels; pass the

@@ -234,13 +234,11 @@ def write_ome_zarr(path: str | Path, data: np.ndarray, voxel_size: float, levels
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        open_kwargs = {"zarr_format": 2} if int(zarr.__version__.split(".")[0]) >= 3 else {}
-        group = zarr.open_group(str(tmp), mode="w", **open_kwargs)
+        group = zarr.open_group(str(tmp), mode="w", **_format2(zarr))
         datasets = []
         for level, array in enumerate(pyramid):
             grid = Grid(voxel_size).coarser(2 ** level)
-            group.create_dataset(str(level), data=array,
-                                 chunks=tuple(min(chunks, s) for s in array.shape))
+            _write_array(group, str(level), array, tuple(min(chunks, s) for s in array.shape))
             datasets.append({"path": str(level), "coordinateTransformations": [
                 {"type": "scale", "scale": [grid.voxel_size] * 3},
                 {"type": "translation", "translation": list(grid.offset_A)}]})
@@ -254,3 +252,17 @@ def write_ome_zarr(path: str | Path, data: np.ndarray, voxel_size: float, levels
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _format2(zarr: Any) -> dict[str, Any]:
+    """Arguments that make zarr 3 write the zarr v2 format (OME-Zarr 0.4, read by copick 1.x
+    and zarr 2); zarr 2 writes nothing else and takes no such argument."""
+    return {"zarr_format": 2} if int(zarr.__version__.split(".")[0]) >= 3 else {}
+
+
+def _write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...]) -> None:
+    """``group[name] = data`` with ``chunks``, in zarr 2 (``create_dataset``) and zarr 3
+    (``create_array``; its ``create_dataset`` is deprecated and takes no ``data``)."""
+    create = group.create_array if hasattr(group, "create_array") else group.create_dataset
+    array = create(name, shape=data.shape, dtype=data.dtype, chunks=chunks)
+    array[...] = data
