@@ -33,7 +33,7 @@ def sample_tomogram() -> list[tuple[Any, dict, str]]:
                                         classes=classes, seed=0, density=SAMPLE_DENSITY,
                                         snr=SAMPLE_SNR, name=SAMPLE_NAME)
     references = picks_layers(picks, classes, tomogram.name, role=REFERENCE,
-                              include_empty=False)
+                              include_empty=False, voxel_size=tomogram.voxel_size)
     add_tomogram_info(references, tomogram)
     for _, attrs, _ in references:
         attrs["opacity"] = 0.5

@@ -90,13 +90,14 @@ def concat_picks(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 def layer_picks(data: Any, attrs: dict, default_tomogram: str) -> pd.DataFrame:
     """The picks table of one Points layer given its data and attributes (``metadata``,
-    ``name``, ``features``). Points added by hand have no score (NaN): they get 1.0."""
+    ``name``, ``features``, ``scale``: positions are ``data * scale`` Angstrom from the
+    tomogram corner). Points added by hand have no score (NaN): they get 1.0."""
     meta = {"tomogram": default_tomogram, "class": attrs.get("name") or "particle",
             **attrs.get("metadata", {}).get(META, {})}
     features = attrs.get("features")
     if isinstance(features, pd.DataFrame) and "score" in features:
         features = features.fillna({"score": 1.0})
-    return picks_from_layer(data, {META: meta}, features)
+    return picks_from_layer(data, {META: meta}, features, scale=attrs.get("scale", 1.0))
 
 
 def _tomogram_info(attrs_list: Sequence[dict], out: Path

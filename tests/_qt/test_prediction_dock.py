@@ -144,13 +144,13 @@ def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer
     deleted = layer.features["peak"].iloc[0]
     layer.selected_data = {0}
     layer.remove_selected()  # napari's own delete
-    layer.add([[320.0, 480.0, 480.0]])  # napari's own add (world = data: no translate)
+    layer.add([[32.0, 48.0, 48.0]])  # napari's own add, in voxels (the tomogram's scale)
     n = len(layer.data)
     dock._rows["small"][1].setValue(0.5)
     dock._rows["small"][1].setValue(0.05)
     assert len(layer.data) == n
     assert deleted not in set(layer.features["peak"])
-    assert np.allclose(layer.data[-1], [320.0, 480.0, 480.0])
+    assert np.allclose(layer.data[-1] * layer.scale, [320.0, 480.0, 480.0])
     assert layer.features["score"].iloc[-1] == 1.0
     assert dock._rows["small"][2].text() == f"{n} picks, 2 edits"
 
@@ -186,7 +186,7 @@ def test_evaluation_colours_and_table_match_the_metrics(predicted, blob_viewer, 
     dock.evaluate_button.click()
     classes = blob_set["classes"]
     predicted_layers = layers_of(blob_viewer, Points, PREDICTED)
-    pred = pd.concat([picks_from_layer(la.data, la.metadata, la.features, "blob_2")
+    pred = pd.concat([picks_from_layer(la.data, la.metadata, la.features, "blob_2", la.scale)
                       for la in predicted_layers], ignore_index=True)
     ref = blob_set["picks"][blob_set["picks"]["experiment"] == "blob_2"]
     expected = evaluate(pred, ref, classes)

@@ -21,7 +21,7 @@ from ..checkpoint import ModelCard
 from ..layers import PICKS, PREDICTED
 from ..metrics import CZII_DISTANCE_FACTOR
 from ..predict import PeakCache
-from ._layer_tools import add_points_layer, find_layer, layer_picks
+from ._layer_tools import add_points_layer, find_layer, layer_picks, to_layer_data
 
 #: the ``peak`` feature of points the user added (not a cached peak)
 USER_POINT = -1
@@ -115,8 +115,7 @@ def merge_into_labels(viewer: napari.Viewer, prediction: Prediction) -> int:
                 zyx = zyx[far]
             if len(zyx):
                 world = zyx + prediction.origin
-                target.add((world - np.asarray(target.translate[-3:])) /
-                           np.asarray(target.scale[-3:]))
+                target.add(to_layer_data(target, world))
             added += len(zyx)
         predicted.visible = False
     return added

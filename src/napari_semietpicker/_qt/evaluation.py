@@ -143,8 +143,9 @@ class EvaluationPanel(QGroupBox):
                      missed: list[pd.DataFrame]) -> None:
         table = pd.concat(missed, ignore_index=True)
         radius = {c.name: c.radius_A for c in classes}
-        data = table[["z", "y", "x"]].to_numpy(float).reshape(-1, 3)
-        sizes = 2 * table["particle_type"].map(radius).to_numpy(float)
+        voxel = prediction.voxel_size  # the layer shares the tomogram's scale
+        data = table[["z", "y", "x"]].to_numpy(float).reshape(-1, 3) / voxel
+        sizes = 2 * table["particle_type"].map(radius).to_numpy(float) / voxel
         features = pd.DataFrame({"particle_type": table["particle_type"].to_numpy(str)})
         layer = find_layer(self.viewer, Points, prediction.tomogram, MISSED, None)
         if layer is None:
@@ -152,7 +153,8 @@ class EvaluationPanel(QGroupBox):
                 data, name=f"missed references {prediction.tomogram}",
                 size=sizes if len(data) else 10.0,
                 face_color="transparent", border_color=FN_COLOR, border_width=0.12,
-                features=features, translate=tuple(prediction.origin), units="angstrom",
+                features=features, translate=tuple(prediction.origin), scale=(voxel,) * 3,
+                units="angstrom",
                 projection_mode="rescale_spherical",  # as the picks layers
                 metadata={META: {"tomogram": prediction.tomogram, "role": MISSED}})
         else:

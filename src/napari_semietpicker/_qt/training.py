@@ -8,7 +8,6 @@ the event loop runs while training (the viewer must stay responsive).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +15,6 @@ from pathlib import Path
 import napari
 import numpy as np
 import pandas as pd
-from napari.qt.threading import create_worker
 from psygnal import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -45,6 +43,7 @@ from ._layer_tools import (
     tomogram_name,
 )
 from ._widgets import DEVICES, LatenessProbe, Relay, StatusLabel, folder_row, format_duration
+from .lifecycle import BackgroundJob, DockLifecycle
 from .plots import LossPlot
 from .train_job import (
     TrainJob,
@@ -56,6 +55,7 @@ from .train_job import (
 )
 from .training_sets import TrainingSets, checked_keys
 
+TRAINING = "training"  # the kind of the dock's background jobs
 #: Binning choices of the dock: 1x is the tomograms' own voxel size.
 BIN_FACTORS = (1, 2, 4)
 
@@ -75,20 +75,20 @@ class TrainingWidget(QWidget):
         self.viewer = napari_viewer
         self.last_model_dir: Path | None = None
         self.result: TrainResult | None = None
-        self._worker = None
-        self._stop = threading.Event()
+        self._worker: BackgroundJob | None = None
         self._stop_asked_at: float | None = None
         self.stop_latency_s: float | None = None
         self._job: TrainJob | None = None
         self._relay = Relay(self)
         self._relay.progress.connect(self._on_progress)
         self.probe = LatenessProbe(parent=self)
+        self.lifecycle = DockLifecycle(self, self._on_dock_closed)
         self._build()
 
     # -- layout ----------------------------------------------------------------------------
     def _build(self) -> None:
         layout = QVBoxLayout(self)
-        self.sets = TrainingSets(self.viewer)
+        self.sets = TrainingSets(self.viewer, self.lifecycle.connect)
         self.labelled_list = self.sets.labelled_list
         self.unlabelled_list = self.sets.unlabelled_list
         self.add_files_button = self.sets.add_files_button
@@ -249,12 +249,15 @@ class TrainingWidget(QWidget):
         """
         if self.running:
             return False
+        if BackgroundJob.running(TRAINING):
+            self._say("A training started from a closed Training dock is still saving its "
+                      "model; press Start again in a moment.", error=True)
+            return False
         try:
             job = self.collect_job(init_from)
         except (ValueError, FileNotFoundError) as err:
             self._say(str(err), error=True)
             return False
-        self._stop.clear()
         self._stop_asked_at = None
         self.result = None
         self.loss_plot.clear()
@@ -269,17 +272,16 @@ class TrainingWidget(QWidget):
                   f"tomogram(s) into {job.out_dir}{notes}")
         self._job = job
         self.probe.start()
-        self._worker = create_worker(
-            run_job, job, self._relay.progress.emit, self._stop.is_set,
-            _connect={"returned": self._on_returned, "errored": self._on_error,
-                      "finished": self._on_finished})
+        self._worker = BackgroundJob(TRAINING, run_job, job, self._relay.progress.emit,
+                                     on_returned=self._on_returned, on_error=self._on_error,
+                                     on_finished=self._on_finished)
         return True
 
     def stop(self) -> None:
         """Ask the training loop to stop after the current step; it saves the model."""
-        if self.running and not self._stop.is_set():
+        if self._worker is not None and not self._worker.stop_flag.is_set():
             self._stop_asked_at = time.perf_counter()
-            self._stop.set()
+            self._worker.stop()
             self.stop_button.setEnabled(False)
             self.progress_bar.setFormat("stopping…")
 
@@ -292,7 +294,7 @@ class TrainingWidget(QWidget):
     def _on_progress(self, report: TrainProgress) -> None:
         self.progress_bar.setMaximum(report.total_steps)
         self.progress_bar.setValue(report.step)
-        if not self._stop.is_set():
+        if self._worker is not None and not self._worker.stop_flag.is_set():
             self.progress_bar.setFormat(
                 f"{report.phase} %v/%m · loss {report.loss:.4g} · ETA "
                 f"{format_duration(report.eta_s)}")
@@ -381,7 +383,10 @@ class TrainingWidget(QWidget):
         except (ValueError, OSError) as err:
             self._say(str(err), error=True)
 
-    def closeEvent(self, event: object) -> None:  # noqa: N802 (Qt API)
-        """Closing the dock stops a running training (it still saves its model)."""
-        self._stop.set()
-        super().closeEvent(event)
+    def _on_dock_closed(self) -> None:
+        """The dock or its window closes: stop a running training and wait until it has
+        saved its model, so that nothing reports into widgets that are going away."""
+        self.probe.stop()
+        if self._worker is not None:
+            self._worker.stop_and_wait()
+            self._worker = None
