@@ -255,3 +255,40 @@ def test_missing_inputs_are_explained(blob_viewer, tmp_path, qtbot):
         if layer.metadata.get(META, {}).get("role") == REFERENCE:
             blob_viewer.layers.remove(layer)
     assert dock.image_combo.count() == 3
+
+
+def test_results_follow_edits_new_predictions_and_renamed_classes(predicted, blob_viewer,
+                                                                   blob_set, qtbot, tmp_path):
+    from napari_semietpicker._qt.annotation import AnnotationWidget
+
+    dock, _ = predicted
+    big, small = layers_of(blob_viewer, Points, PREDICTED)
+    dock._rows["small"][1].setValue(0.2)
+    dock.evaluate_button.click()
+    # A point added after evaluating is in the table at once.
+    small.add([[5.0, 5.0, 5.0]])
+    assert dock.evaluation.per_class.loc[1, "n_pred"] == len(small.data)
+
+    # Corrections become labels (the predicted layers hide); a new prediction shows its
+    # layers again and the table and missed references are of the new run.
+    dock.labels_button.click()
+    assert not small.visible
+    first = dock.evaluation
+    dock.predict_button.click()
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
+    assert big.visible and small.visible
+    assert dock.evaluation is not first
+    assert list(dock.evaluation.per_class["n_pred"]) == [len(big.data), len(small.data)]
+    fn = layers_of(blob_viewer, Points, MISSED)[0]
+    assert len(fn.data) == dock.evaluation.per_class["fn_0.5"].sum()
+
+    # Renaming a class in the annotation dock leaves the model's outputs working.
+    annotation = AnnotationWidget(blob_viewer)
+    annotation.set_classes(blob_set["classes"])
+    annotation.table.item(0, 0).setText("large")
+    assert big.metadata[META]["class"] == "big"
+    dock._rows["big"][1].setValue(0.5)
+    assert len(big.data) == len(dock.current.cache.at({"big": 0.5}))
+    assert set(dock.export(tmp_path / "after_rename.csv")["particle_type"]) <= {"big", "small"}
+    dock.evaluate()
+    assert list(dock.evaluation.per_class["particle_type"]) == ["big", "small"]

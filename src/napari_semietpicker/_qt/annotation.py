@@ -52,7 +52,7 @@ from ..classes import (
     save_classes,
 )
 from ..io.picks import empty_picks
-from ..layers import PICKS, picks_layer_name
+from ..layers import PICKS, REFERENCE, picks_layer_name
 from ..merge import picks_not_near
 from ._layer_tools import (
     add_points_layer,
@@ -365,9 +365,13 @@ class AnnotationWidget(QWidget):
             layer.current_border_color = cls.color
 
     def _rename_class(self, old: str, new: str) -> None:
+        """Rename the class in picks and reference layers; a model's outputs (predicted
+        points, heatmaps) keep the name the model knows, so its sliders, evaluation and
+        export go on working."""
         for layer in self.viewer.layers:
             meta = layer_meta(layer)
-            if isinstance(layer, Points) and meta.get("class") == old:
+            if isinstance(layer, Points) and meta.get("class") == old \
+                    and meta.get("role") in (PICKS, REFERENCE):
                 meta["class"] = new
                 layer.name = picks_layer_name(new, meta.get("role", PICKS))
                 if meta.get("role") == PICKS:

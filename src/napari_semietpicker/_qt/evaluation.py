@@ -27,7 +27,7 @@ from ..io.formats import read_picks
 from ..io.picks import empty_picks
 from ..layers import META, PREDICTED, REFERENCE
 from ..metrics import CZII_BETA, CZII_DISTANCE_FACTOR, Evaluation, evaluate, match_picks
-from ._layer_tools import find_layer, layer_picks, role_layers
+from ._layer_tools import find_layer, layer_meta, layer_picks, role_layers
 from .corrections import Prediction
 
 if TYPE_CHECKING:
@@ -123,6 +123,23 @@ class EvaluationPanel(QGroupBox):
         note = f" (ignored reference classes {', '.join(ignored)})" if ignored else ""
         self.dock.status.say(f"CZII score {self.evaluation.score:.3f}{note}")
         return self.evaluation
+
+    def refresh(self) -> None:
+        """Evaluate the picks as they are now; when that is impossible (no reference for
+        this tomogram), clear the table and the missed references rather than keep stale
+        ones."""
+        try:
+            self.evaluate()
+        except ValueError:
+            self.clear()
+
+    def clear(self) -> None:
+        """Forget the last evaluation: an empty table, no missed references."""
+        self.evaluation = None
+        self.table.setRowCount(0)
+        for layer in list(self.viewer.layers):
+            if layer_meta(layer).get("role") == MISSED:
+                layer.data = np.zeros((0, 3))
 
     def _colour_hits(self, prediction: Prediction, cls: ParticleClass, predicted: pd.DataFrame,
                      reference: pd.DataFrame) -> pd.DataFrame:

@@ -265,11 +265,11 @@ class PredictionWidget(QWidget):
             name, key[0], card, peaks, layer_origin(image), tomogram.voxel_size,
             tomogram.shape, card.class_thresholds(),
             {c.name: Edits() for c in card.classes})
-        self.evaluation = None
         self._add_layers(self.predictions[name], heat)
         self._show_current()
         for cls in card.classes:
             self.repick(cls.name, self.predictions[name])
+        self._refresh_evaluation()  # the table and missed references follow the new model
         self.progress_bar.setFormat("done")
         note = f"; {lost} earlier correction(s) were replaced" if lost else ""
         self._say(f"{name}: {len(peaks.picks)} candidate peaks; move the thresholds, correct "
@@ -280,10 +280,12 @@ class PredictionWidget(QWidget):
         for c, cls in enumerate(prediction.card.classes):
             show_heatmap(self.viewer, prediction.card, c, prediction.tomogram,
                          prediction.origin, heat[c])
-            if self._find(Points, prediction.tomogram, PREDICTED, cls.name) is None:
+            points = self._find(Points, prediction.tomogram, PREDICTED, cls.name)
+            if points is None:
                 points = add_points_layer(self.viewer, empty_picks(), cls, prediction.tomogram,
                                           PREDICTED, prediction.origin)
                 self.lifecycle.connect(points.events.data, self._on_points_edited)
+            points.visible = True  # hidden when they last became labels
 
     def _find(self, kind: type, tomogram: str, role: str, class_name: str | None
               ) -> Layer | None:
@@ -321,11 +323,7 @@ class PredictionWidget(QWidget):
             return
         start = time.perf_counter()
         self.repick(class_name)
-        if self.evaluation is not None:
-            try:
-                self.evaluate()
-            except ValueError:
-                self.evaluation = None
+        self._refresh_evaluation()
         self.last_repick_ms = (time.perf_counter() - start) * 1000
         self._say(f"{class_name}: threshold {value:.2f}, re-picked in "
                   f"{self.last_repick_ms:.1f} ms")
@@ -384,6 +382,8 @@ class PredictionWidget(QWidget):
         peaks = features["peak"].fillna(USER_POINT).to_numpy(int)
         prediction.record_edits(meta["class"], world, peaks)
         self._update_counts()
+        if prediction is self.current:
+            self._refresh_evaluation()  # a point added after evaluating is counted
 
     def _update_counts(self) -> None:
         prediction = self.current
@@ -450,6 +450,11 @@ class PredictionWidget(QWidget):
     def evaluate(self) -> Evaluation:
         """Score the current picks, colour them TP/FP, show missed references and a table."""
         return self.evaluation_panel.evaluate()
+
+    def _refresh_evaluation(self) -> None:
+        """Evaluate again after the picks changed, if they were evaluated (else nothing)."""
+        if self.evaluation is not None:
+            self.evaluation_panel.refresh()
 
     def set_reference_file(self, path: str | Path | None) -> None:
         """Evaluate against a picks file instead of reference layers (None: layers again)."""
