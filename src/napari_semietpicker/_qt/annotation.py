@@ -37,7 +37,6 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -68,7 +67,7 @@ from ._layer_tools import (
     to_layer_data,
     tomogram_name,
 )
-from ._widgets import StatusLabel, set_combo_items
+from ._widgets import StatusLabel, fit_table_height, scrolled_layout, set_combo_items
 from .autosaver import PicksAutosaver
 from .lifecycle import DockLifecycle
 
@@ -264,7 +263,7 @@ class AnnotationWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(add_button)
         buttons.addWidget(remove_button)
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)
         layout.addLayout(grid)
         layout.addWidget(self.table)
         layout.addLayout(buttons)
@@ -316,6 +315,8 @@ class AnnotationWidget(QWidget):
         scrollbar = self.table.verticalScrollBar().sizeHint().width()
         self.table.setMinimumWidth(self.table.horizontalHeader().length() + scrollbar
                                    + 2 * self.table.frameWidth())
+        self.table.resizeRowsToContents()
+        fit_table_height(self.table)
 
     def showEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)

@@ -28,6 +28,7 @@ from ..io.picks import empty_picks
 from ..layers import META, PREDICTED, REFERENCE
 from ..metrics import CZII_BETA, CZII_DISTANCE_FACTOR, Evaluation, evaluate, match_picks
 from ._layer_tools import find_layer, layer_meta, layer_picks, role_layers
+from ._widgets import fit_table_height
 from .corrections import Prediction
 
 if TYPE_CHECKING:
@@ -197,6 +198,4 @@ class EvaluationPanel(QGroupBox):
                            QTableWidgetItem(f"{evaluation.score:.3f}"))
         self.table.resizeColumnsToContents()
         self.table.resizeRowsToContents()
-        height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth() + sum(
-            self.table.rowHeight(r) for r in range(self.table.rowCount()))
-        self.table.setMinimumHeight(min(height + 16, 320))  # + room for a scroll bar
+        fit_table_height(self.table)

@@ -27,7 +27,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -52,7 +51,7 @@ from ._layer_tools import (
     tomogram_name,
     world_points,
 )
-from ._widgets import DEVICES, Relay, StatusLabel, folder_row, set_combo_items
+from ._widgets import DEVICES, Relay, StatusLabel, folder_row, scrolled_layout, set_combo_items
 from .corrections import USER_POINT, Edits, Prediction, merge_into_labels
 from .evaluation import EvaluationPanel
 from .export import ExportPanel
@@ -86,7 +85,7 @@ class PredictionWidget(QWidget):
 
     # -- layout ------------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)
         form = QFormLayout()
         model_row, self.model_edit = folder_row(
             "model folder (or train one in the Training dock)", "Model folder")

@@ -26,7 +26,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -42,7 +41,15 @@ from ._layer_tools import (
     role_layers,
     tomogram_name,
 )
-from ._widgets import DEVICES, LatenessProbe, Relay, StatusLabel, folder_row, format_duration
+from ._widgets import (
+    DEVICES,
+    LatenessProbe,
+    Relay,
+    StatusLabel,
+    folder_row,
+    format_duration,
+    scrolled_layout,
+)
 from .lifecycle import BackgroundJob, DockLifecycle
 from .plots import LossPlot
 from .train_job import (
@@ -87,7 +94,7 @@ class TrainingWidget(QWidget):
 
     # -- layout ----------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)
         self.sets = TrainingSets(self.viewer, self.lifecycle.connect)
         self.labelled_list = self.sets.labelled_list
         self.unlabelled_list = self.sets.unlabelled_list
