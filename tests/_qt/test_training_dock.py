@@ -29,6 +29,7 @@ def make_dock(viewer, folder, burn_in: int, cotrain: int = 0) -> TrainingWidget:
     dock.burnin_spin.setValue(burn_in)
     dock.cotrain_spin.setValue(cotrain)
     dock.crop_spin.setValue(32)
+    dock.bin_combo.setCurrentText("1x")
     dock.device_combo.setCurrentText("cpu")
     dock.folder_edit.setText(str(folder))
     dock.set_checked(["blob_0", "blob_1"], ["blob_2"] if cotrain else [])
@@ -279,3 +280,33 @@ def test_a_tomogram_gaining_picks_is_ticked_as_labelled(make_napari_viewer, blob
     dock.set_checked([])  # the user's untick stays while picks are added
     layer.add([[20.0, 40.0, 40.0]])
     assert dock._checked(dock.labelled_list) == set()
+
+
+def test_cpu_defaults_eta_and_cotraining_follow_the_machine_and_the_ticks(blob_viewer, qtbot,
+                                                                          monkeypatch):
+    from napari_semietpicker._qt import train_job
+
+    dock = TrainingWidget(blob_viewer)
+    devices = [dock.device_combo.itemText(i) for i in range(dock.device_combo.count())]
+    assert devices == train_job.available_devices()  # no "cuda" on a machine without one
+    if not train_job.has_accelerator():
+        assert dock.bin_combo.currentText() == "2x" and dock.preset_combo.currentText() == "light"
+        assert dock.crop_spin.value() == 64 and dock.burnin_spin.value() == 200
+    # Ticking an unlabelled tomogram turns co-training on; unticking all turns it off.
+    assert dock.cotrain_spin.value() == 0
+    dock.set_checked(["blob_0"], ["blob_2"])
+    assert dock.cotrain_spin.value() == dock.burnin_spin.value() // 2
+    dock.set_checked(["blob_0"], [])
+    assert dock.cotrain_spin.value() == 0
+    # The ETA before Start comes from a step timed here (tiny settings to keep it short).
+    dock.preset_combo.setCurrentText("tiny")
+    dock.crop_spin.setValue(32)
+    dock.device_combo.setCurrentText("cpu")
+    dock.burnin_spin.setValue(100)
+    assert dock.estimate_eta()
+    qtbot.waitUntil(lambda: dock.eta_label.text().startswith("ETA"), timeout=60_000)
+    seconds = dock._estimates[dock._estimate_key()]
+    assert seconds > 0 and f"for 100 steps here ({seconds:.2f} s per step" in \
+        dock.eta_label.text()
+    dock.burnin_spin.setValue(200)  # new step counts: new ETA, no new timing
+    assert "for 200 steps" in dock.eta_label.text() and not dock.estimate_eta()

@@ -22,7 +22,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
 ERROR_STYLE = "color: #ff6b6b;"
 
 

@@ -51,13 +51,14 @@ from ._layer_tools import (
     tomogram_name,
     world_points,
 )
-from ._widgets import DEVICES, Relay, StatusLabel, folder_row, scrolled_layout, set_combo_items
+from ._widgets import Relay, StatusLabel, folder_row, scrolled_layout, set_combo_items
 from .corrections import USER_POINT, Edits, Prediction, merge_into_labels
 from .evaluation import EvaluationPanel
 from .export import ExportPanel
 from .lifecycle import BackgroundJob, DockLifecycle
 from .predict_job import run_prediction
 from .thresholds import ThresholdRows
+from .train_job import available_devices
 from .training import TrainingWidget
 
 
@@ -102,7 +103,7 @@ class PredictionWidget(QWidget):
         self.tta_check = QCheckBox("test-time flips (4 views, slower)")
         form.addRow(self.tta_check)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
+        self.device_combo.addItems(available_devices())
         form.addRow("Device", self.device_combo)
         layout.addLayout(form)
         buttons = QHBoxLayout()
