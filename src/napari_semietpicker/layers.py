@@ -28,15 +28,39 @@ def picks_layer_name(class_name: str, role: str = PICKS) -> str:
     return f"{class_name} {role}"
 
 
+#: Percentiles of the voxel values that set an opened tomogram's contrast.
+CONTRAST_PERCENTILES = (0.5, 99.5)
+#: About this many voxels (an evenly strided subset) set the contrast of a large tomogram.
+CONTRAST_SAMPLE = 1_000_000
+
+
+def robust_contrast(data: np.ndarray) -> list[float] | None:
+    """Contrast limits from percentiles of an evenly strided subset of the voxels, so that a
+    few extreme voxels (gold beads, edges) do not wash the image out; None for a constant
+    volume or data that cannot be sliced with steps."""
+    step = max(1, int(round((np.prod(data.shape) / CONTRAST_SAMPLE) ** (1 / 3))))
+    try:
+        sample = np.asarray(data[::step, ::step, ::step], dtype=np.float32)
+    except (TypeError, ValueError, IndexError):
+        return None
+    low, high = (float(v) for v in np.percentile(sample, CONTRAST_PERCENTILES))
+    return [low, high] if high > low else None
+
+
 def image_layer(tomogram: Tomogram) -> tuple:
-    """An Image LayerDataTuple at the tomogram's true voxel size (world unit: Angstrom)."""
-    return (tomogram.data, {
+    """An Image LayerDataTuple at the tomogram's true voxel size (world unit: Angstrom),
+    its contrast set from percentiles (:func:`robust_contrast`)."""
+    attrs = {
         "name": tomogram.name,
         "scale": (tomogram.voxel_size,) * 3,
         "units": "angstrom",
         "colormap": "gray",
         "metadata": {META: {"tomogram": tomogram.name, "voxel_size": tomogram.voxel_size}},
-    }, "image")
+    }
+    limits = robust_contrast(tomogram.data)
+    if limits is not None:
+        attrs["contrast_limits"] = limits
+    return (tomogram.data, attrs, "image")
 
 
 def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,

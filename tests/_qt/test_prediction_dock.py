@@ -11,7 +11,7 @@ from napari.layers import Image, Points
 from napari.utils.colormaps.standardize_color import transform_color
 
 from napari_semietpicker._qt import predict_job
-from napari_semietpicker._qt.evaluation import FN_COLOR, FP_COLOR, MISSED, TP_COLOR
+from napari_semietpicker._qt.evaluation import FN_SYMBOL, FP_SYMBOL, MISSED, TP_SYMBOL
 from napari_semietpicker._qt.prediction import HEATMAP, PredictionWidget
 from napari_semietpicker._qt.training import TrainingWidget
 from napari_semietpicker.checkpoint import load_card
@@ -206,13 +206,18 @@ def test_evaluation_colours_and_table_match_the_metrics(predicted, blob_viewer, 
         own_ref = ref[ref["particle_type"] == cls.name]
         pred_hit, ref_hit = match_picks(own_pred[["z", "y", "x"]].to_numpy(),
                                         own_ref[["z", "y", "x"]].to_numpy(), 0.5 * cls.radius_A)
-        colours = np.where(pred_hit[:, None], transform_color(TP_COLOR), transform_color(FP_COLOR))
-        assert np.allclose(layer.border_color, colours)
+        # hits and false picks differ by symbol; the hue stays the class colour
+        assert [str(v) for v in layer.symbol] == list(np.where(pred_hit, TP_SYMBOL, FP_SYMBOL))
+        assert np.allclose(layer.border_color, transform_color(cls.color))
         missed += int((~ref_hit).sum())
     fn_layer = layers_of(blob_viewer, Points, MISSED)[0]
     assert len(fn_layer.data) == missed == expected.per_class["fn_0.5"].sum()
     if missed:
-        assert np.allclose(fn_layer.border_color[0], transform_color(FN_COLOR)[0])
+        assert str(fn_layer.symbol[0]) == FN_SYMBOL
+        first = fn_layer.features["particle_type"].iloc[0]
+        colour = next(c.color for c in classes if c.name == first)
+        assert np.allclose(fn_layer.border_color[0], transform_color(colour)[0])
+    assert f"CZII score {expected.score:.3f}" in dock.evaluation_panel.score_label.text()
 
     # A threshold change re-evaluates at once.
     dock._rows["big"][1].setValue(0.95)

@@ -272,3 +272,14 @@ def test_viewer_opens_and_saves_through_the_manifest(make_napari_viewer, tmp_pat
     assert len(back) == 4 and set(back["experiment"]) == {"TS_01"}
     added = back[np.isclose(back["x"], 3.0) & np.isclose(back["z"], 1.0)]
     assert list(added["particle_type"]) == [points[0].metadata[META]["class"]]
+
+
+def test_opened_tomograms_get_percentile_contrast(tmp_path: Path) -> None:
+    """A few extreme voxels (a gold bead) must not set the contrast of the whole tomogram."""
+    data = np.random.default_rng(0).normal(size=(40, 60, 50)).astype(np.float32)
+    data[10:12, 10:12, 10:12] = 1000.0
+    path = tmp_path / "beads.mrc"
+    write_tomogram(path, data, VOXEL)
+    [(_, attrs, _)] = layer_tuples(path)
+    low, high = attrs["contrast_limits"]
+    assert -4 < low < -2 and 2 < high < 4  # about the 0.5 and 99.5 % of a unit normal

@@ -359,6 +359,7 @@ class PredictionWidget(QWidget):
             layer.feature_defaults = {"score": 1.0, "peak": USER_POINT}
             layer.border_color = cls.color
             layer.current_border_color = cls.color
+            layer.symbol = "disc"  # until evaluated (hit or false pick)
         self._update_counts()
 
     def _on_points_edited(self, event: object) -> None:
