@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from napari.layers import Image, Points
 from napari.utils.colormaps.standardize_color import transform_color
+from qtpy.QtWidgets import QMessageBox
 
 from napari_semietpicker._qt import predict_job
 from napari_semietpicker._qt.evaluation import FN_SYMBOL, FP_SYMBOL, MISSED, TP_SYMBOL
@@ -134,7 +135,7 @@ def test_threshold_slider_repicks_from_the_cache_only(predicted, blob_viewer):
 
 
 def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer, qtbot,
-                                                          tmp_path):
+                                                          tmp_path, monkeypatch):
     dock, _ = predicted
     training = TrainingWidget(blob_viewer)
     blob_viewer.window.add_dock_widget(training, name="Training")
@@ -161,6 +162,14 @@ def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer
     training.burnin_spin.setValue(1)
     training.crop_spin.setValue(32)
     dock.finetune_check.setChecked(True)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *args: asked.append(args[2]) or QMessageBox.No)
+    dock.labels_button.click()  # answered No: nothing added
+    assert not layers_of(blob_viewer, Points, PICKS) and "No labels added" in dock.status.text()
+    assert f"small: {expected['small']} (score above 0.05, 2 corrections)" in asked[0]
+    assert "fine-tune" in asked[0]
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.Yes)
     dock.labels_button.click()
     picks = layers_of(blob_viewer, Points, PICKS)
     assert {p.metadata[META]["class"]: len(p.data) for p in picks} == expected
@@ -263,7 +272,8 @@ def test_missing_inputs_are_explained(blob_viewer, tmp_path, qtbot):
 
 
 def test_results_follow_edits_new_predictions_and_renamed_classes(predicted, blob_viewer,
-                                                                   blob_set, qtbot, tmp_path):
+                                                                   blob_set, qtbot, tmp_path,
+                                                                   monkeypatch):
     from napari_semietpicker._qt.annotation import AnnotationWidget
 
     dock, _ = predicted
@@ -276,6 +286,7 @@ def test_results_follow_edits_new_predictions_and_renamed_classes(predicted, blo
 
     # Corrections become labels (the predicted layers hide); a new prediction shows its
     # layers again and the table and missed references are of the new run.
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.Yes)
     dock.labels_button.click()
     assert not small.visible
     first = dock.evaluation

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QHBoxLayout,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -421,13 +422,37 @@ class PredictionWidget(QWidget):
             raise ValueError("Predict this tomogram first.")
         return merge_into_labels(self.viewer, prediction)
 
+    def labels_summary(self) -> str:
+        """What "Use corrections as labels" would add: points per class and thresholds."""
+        prediction = self.current
+        if prediction is None:
+            raise ValueError("Predict this tomogram first.")
+        parts = []
+        for cls in prediction.card.classes:
+            layer = self._find(Points, prediction.tomogram, PREDICTED, cls.name)
+            count = 0 if layer is None else len(layer.data)
+            parts.append(f"{cls.name}: {count} (score above "
+                         f"{prediction.thresholds[cls.name]:.2f}, "
+                         f"{prediction.edits[cls.name].count} corrections)")
+        return "\n".join(parts)
+
     def _on_labels_clicked(self) -> None:
         try:
-            added = self.use_corrections_as_labels()
+            summary = self.labels_summary()
         except ValueError as err:
             self._say(str(err), error=True)
             return
         prediction = self.current
+        then = (" and fine-tune the model with them in the Training dock"
+                if self.finetune_check.isChecked() else "")
+        answer = QMessageBox.question(
+            self, "Use corrections as labels",
+            f"Add these picks as labels of {prediction.tomogram}{then}? Picks already there "
+            f"stay; one within half a radius of a label is not added twice.\n\n{summary}")
+        if answer != QMessageBox.Yes:
+            self._say("No labels added.")
+            return
+        added = self.use_corrections_as_labels()
         dock = self._link_training_dock()
         if self.finetune_check.isChecked() and dock is not None and not dock.running:
             started = dock.fine_tune(prediction.model_dir, prediction.tomogram)
