@@ -40,7 +40,7 @@ def write_points(path: str, layer_data: Sequence[LayerDataTuple]) -> list[str]:
         write_picks(df, out, keep_previous=True)
         return [str(out)]
     if suffix == ".json":  # copick: one run and one class per file
-        return _write_per_group(df, out, ["experiment", "particle_type"])
+        return write_per_group(df, out, ["experiment", "particle_type"])
     if voxel_size is None:
         raise ValueError(
             f"{out}: {suffix} files need the tomogram's voxel size, which these layers do not "
@@ -51,11 +51,12 @@ def write_points(path: str, layer_data: Sequence[LayerDataTuple]) -> list[str]:
         write_picks(df, out, voxel_size=voxel_size, shape_by_experiment=shapes or None,
                     keep_previous=True)
         return [str(out)]
-    return _write_per_group(df, out, ["particle_type"], voxel_size=voxel_size)
+    return write_per_group(df, out, ["particle_type"], voxel_size=voxel_size)
 
 
-def _write_per_group(df: pd.DataFrame, out: Path, keys: list[str], **options) -> list[str]:
-    """Formats of one class per file: ``out`` itself, or ``<stem>_<group>`` per group."""
+def write_per_group(df: pd.DataFrame, out: Path, keys: list[str], **options) -> list[str]:
+    """Formats of one class per file: ``out`` itself, or ``<stem>_<group>`` per group
+    (``options`` go to :func:`~napari_semietpicker.io.formats.write_picks`)."""
     groups = list(df.groupby(keys, sort=True))
     if len(groups) <= 1:
         write_picks(df, out, keep_previous=True, **options)

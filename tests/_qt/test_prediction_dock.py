@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -308,3 +309,19 @@ def test_results_follow_edits_new_predictions_and_renamed_classes(predicted, blo
     assert set(dock.export(tmp_path / "after_rename.csv")["particle_type"]) <= {"big", "small"}
     dock.evaluate()
     assert list(dock.evaluation.per_class["particle_type"]) == ["big", "small"]
+
+
+@pytest.mark.parametrize("fmt, suffix", [("coords", ".coords"), ("copick", ".json")])
+def test_export_of_all_classes_in_one_class_formats_writes_a_file_per_class(
+        predicted, tmp_path, fmt, suffix):
+    dock, _ = predicted
+    for name in ("big", "small"):
+        dock._rows[name][1].setValue(0.05)
+    written = dock.export(tmp_path / f"blob_2{suffix}", format=fmt)
+    assert sorted(written["particle_type"].unique()) == ["big", "small"]
+    files = sorted(Path(p).name for p in dock.export_panel.written)
+    assert files == [f"blob_2_big{suffix}", f"blob_2_small{suffix}"]
+    for name in ("big", "small"):
+        back = read_picks(tmp_path / f"blob_2_{name}{suffix}", voxel_size=10.0,
+                          tomogram_name="blob_2", particle_type=name)
+        assert len(back) == (written["particle_type"] == name).sum()
