@@ -72,8 +72,9 @@ def picks_file_layers(path: str | Path) -> list[LayerDataTuple]:
     experiments = list(pd.unique(df["experiment"]))
     layers = []
     for experiment in experiments:
-        own = picks_layers(df, classes, experiment, role=PICKS, include_empty=False)
         tomogram = _sibling_tomogram(path.parent, experiment)
+        own = picks_layers(df, classes, experiment, role=PICKS, include_empty=False,
+                           voxel_size=tomogram.voxel_size if tomogram is not None else 1.0)
         if tomogram is not None:
             add_tomogram_info(own, tomogram)
         if len(experiments) > 1:  # several tomograms in one file: keep layer names apart

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ._reader import add_tomogram_info
 from .classes import load_classes
 from .layers import REFERENCE, image_layer, picks_layers
@@ -26,17 +24,16 @@ def sample_tomogram() -> list[tuple[Any, dict, str]]:
 
     The reference picks are the known answers, for evaluating picks made by hand or by a
     model; they are shown at half opacity so that the particles stay visible beneath. The
-    contrast is set from percentiles, so that the noise extremes do not wash the image out.
+    contrast is set from percentiles (as for any opened tomogram), so that the noise extremes
+    do not wash the image out.
     """
     classes = load_classes("czii")
     tomogram, picks = simulate_tomogram(shape=SAMPLE_SHAPE, voxel_size=SAMPLE_VOXEL_A,
                                         classes=classes, seed=0, density=SAMPLE_DENSITY,
                                         snr=SAMPLE_SNR, name=SAMPLE_NAME)
     references = picks_layers(picks, classes, tomogram.name, role=REFERENCE,
-                              include_empty=False)
+                              include_empty=False, voxel_size=tomogram.voxel_size)
     add_tomogram_info(references, tomogram)
     for _, attrs, _ in references:
         attrs["opacity"] = 0.5
-    image = image_layer(tomogram)
-    image[1]["contrast_limits"] = [float(v) for v in np.percentile(tomogram.data, [0.5, 99.5])]
-    return [image, *references]
+    return [image_layer(tomogram), *references]

@@ -40,7 +40,7 @@ def write_points(path: str, layer_data: Sequence[LayerDataTuple]) -> list[str]:
         write_picks(df, out, keep_previous=True)
         return [str(out)]
     if suffix == ".json":  # copick: one run and one class per file
-        return _write_per_group(df, out, ["experiment", "particle_type"])
+        return write_per_group(df, out, ["experiment", "particle_type"])
     if voxel_size is None:
         raise ValueError(
             f"{out}: {suffix} files need the tomogram's voxel size, which these layers do not "
@@ -51,11 +51,12 @@ def write_points(path: str, layer_data: Sequence[LayerDataTuple]) -> list[str]:
         write_picks(df, out, voxel_size=voxel_size, shape_by_experiment=shapes or None,
                     keep_previous=True)
         return [str(out)]
-    return _write_per_group(df, out, ["particle_type"], voxel_size=voxel_size)
+    return write_per_group(df, out, ["particle_type"], voxel_size=voxel_size)
 
 
-def _write_per_group(df: pd.DataFrame, out: Path, keys: list[str], **options) -> list[str]:
-    """Formats of one class per file: ``out`` itself, or ``<stem>_<group>`` per group."""
+def write_per_group(df: pd.DataFrame, out: Path, keys: list[str], **options) -> list[str]:
+    """Formats of one class per file: ``out`` itself, or ``<stem>_<group>`` per group
+    (``options`` go to :func:`~napari_semietpicker.io.formats.write_picks`)."""
     groups = list(df.groupby(keys, sort=True))
     if len(groups) <= 1:
         write_picks(df, out, keep_previous=True, **options)
@@ -90,13 +91,14 @@ def concat_picks(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 def layer_picks(data: Any, attrs: dict, default_tomogram: str) -> pd.DataFrame:
     """The picks table of one Points layer given its data and attributes (``metadata``,
-    ``name``, ``features``). Points added by hand have no score (NaN): they get 1.0."""
+    ``name``, ``features``, ``scale``: positions are ``data * scale`` Angstrom from the
+    tomogram corner). Points added by hand have no score (NaN): they get 1.0."""
     meta = {"tomogram": default_tomogram, "class": attrs.get("name") or "particle",
             **attrs.get("metadata", {}).get(META, {})}
     features = attrs.get("features")
     if isinstance(features, pd.DataFrame) and "score" in features:
         features = features.fillna({"score": 1.0})
-    return picks_from_layer(data, {META: meta}, features)
+    return picks_from_layer(data, {META: meta}, features, scale=attrs.get("scale", 1.0))
 
 
 def _tomogram_info(attrs_list: Sequence[dict], out: Path

@@ -1,8 +1,9 @@
 """napari layer data for tomograms and picks, as plain LayerDataTuples (no napari import).
 
-World coordinates are Angstrom (Image ``scale`` = voxel size), axes (z, y, x), so Points
-in Angstrom line up with the image (docs/design.md, coordinates). The reader, the sample data,
-the writer and the docks all go through these functions.
+World coordinates are Angstrom (Image ``scale`` = voxel size), axes (z, y, x). Points
+layers of a tomogram share its scale (their data are in voxels; docs/coordinates.md), so
+that they line up with the image and napari's z slider steps one slice. The reader, the
+sample data, the writer and the docks all go through these functions.
 """
 
 from __future__ import annotations
@@ -27,20 +28,47 @@ def picks_layer_name(class_name: str, role: str = PICKS) -> str:
     return f"{class_name} {role}"
 
 
+#: Percentiles of the voxel values that set an opened tomogram's contrast.
+CONTRAST_PERCENTILES = (0.5, 99.5)
+#: About this many voxels (an evenly strided subset) set the contrast of a large tomogram.
+CONTRAST_SAMPLE = 1_000_000
+
+
+def robust_contrast(data: np.ndarray) -> list[float] | None:
+    """Contrast limits from percentiles of an evenly strided subset of the voxels, so that a
+    few extreme voxels (gold beads, edges) do not wash the image out; None for a constant
+    volume or data that cannot be sliced with steps."""
+    step = max(1, int(round((np.prod(data.shape) / CONTRAST_SAMPLE) ** (1 / 3))))
+    try:
+        sample = np.asarray(data[::step, ::step, ::step], dtype=np.float32)
+    except (TypeError, ValueError, IndexError):
+        return None
+    low, high = (float(v) for v in np.percentile(sample, CONTRAST_PERCENTILES))
+    return [low, high] if high > low else None
+
+
 def image_layer(tomogram: Tomogram) -> tuple:
-    """An Image LayerDataTuple at the tomogram's true voxel size (world unit: Angstrom)."""
-    return (tomogram.data, {
+    """An Image LayerDataTuple at the tomogram's true voxel size (world unit: Angstrom),
+    its contrast set from percentiles (:func:`robust_contrast`)."""
+    attrs = {
         "name": tomogram.name,
         "scale": (tomogram.voxel_size,) * 3,
         "units": "angstrom",
         "colormap": "gray",
         "metadata": {META: {"tomogram": tomogram.name, "voxel_size": tomogram.voxel_size}},
-    }, "image")
+    }
+    limits = robust_contrast(tomogram.data)
+    if limits is not None:
+        attrs["contrast_limits"] = limits
+    return (tomogram.data, attrs, "image")
 
 
 def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
-                 role: str = PICKS) -> tuple:
+                 role: str = PICKS, voxel_size: float = 1.0) -> tuple:
     """A Points LayerDataTuple for one class: size = particle diameter, class colour.
+
+    With the tomogram's ``voxel_size`` the layer has the tomogram's scale (data in voxels),
+    so that napari's sliders step one slice at a time; without it, data are in Angstrom.
 
     Scores (when present) become a ``score`` feature (1.0 for points clicked by hand);
     with a slice thickness of a radius, points show in nearby 2D slices as discs shrinking
@@ -49,9 +77,10 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
     own = picks[(picks["particle_type"] == cls.name) & (picks["experiment"] == experiment)]
     features = {"score": own["score"].to_numpy(float) if "score" in own else
                 np.ones(len(own))}
-    return (positions_A(own), {
+    return (positions_A(own) / voxel_size, {
         "name": picks_layer_name(cls.name, role),
-        "size": 2 * cls.radius_A,
+        "scale": (voxel_size,) * 3,
+        "size": 2 * cls.radius_A / voxel_size,
         "face_color": "transparent",
         "border_color": cls.color,
         "border_width": 0.08,
@@ -67,17 +96,20 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
 
 
 def picks_layers(picks: pd.DataFrame, classes: Sequence[ParticleClass], experiment: str,
-                 role: str = PICKS, include_empty: bool = True) -> list[tuple]:
+                 role: str = PICKS, include_empty: bool = True,
+                 voxel_size: float = 1.0) -> list[tuple]:
     """One Points LayerDataTuple per class (empty classes too, ready for clicking)."""
-    layers = [points_layer(picks, cls, experiment, role) for cls in classes]
+    layers = [points_layer(picks, cls, experiment, role, voxel_size) for cls in classes]
     return [layer for layer in layers if include_empty or len(layer[0])]
 
 
 def picks_from_layer(data: np.ndarray, metadata: dict, features: pd.DataFrame | None = None,
-                     experiment: str | None = None) -> pd.DataFrame:
+                     experiment: str | None = None,
+                     scale: Sequence[float] | float = 1.0) -> pd.DataFrame:
     """The picks table of one Points layer made by :func:`points_layer` (or by the user).
 
-    The class comes from the layer's metadata; ``experiment`` overrides the tomogram name.
+    The class comes from the layer's metadata; ``experiment`` overrides the tomogram name;
+    ``scale`` is the layer's (positions are ``data * scale`` Angstrom from the corner).
     """
     meta = metadata.get(META, {})
     if "class" not in meta:
@@ -87,5 +119,6 @@ def picks_from_layer(data: np.ndarray, metadata: dict, features: pd.DataFrame | 
     score = None
     if features is not None and "score" in features and len(features) == len(data):
         score = features["score"].to_numpy(float)
-    return picks_from_positions(np.asarray(data, dtype=float).reshape(-1, 3), name,
+    factor = np.asarray(scale, dtype=float).reshape(-1)[-3:]
+    return picks_from_positions(np.asarray(data, dtype=float).reshape(-1, 3) * factor, name,
                                 meta["class"], score)

@@ -52,14 +52,17 @@ def test_make_layers_count_and_autosave(make_napari_viewer, qtbot, mrc_path: Pat
     layers = widget.make_picks_layers()
     assert [layer.name for layer in layers] == [f"{name} picks" for name in CZII]
     ribosome = layers[CZII.index("ribosome")]
-    assert ribosome.current_size == 300.0 and ribosome.projection_mode == "rescale_spherical"
+    # the layer shares the tomogram's scale: sizes and data are in voxels
+    assert tuple(ribosome.scale) == pytest.approx((VOXEL,) * 3)
+    assert ribosome.current_size == pytest.approx(300.0 / VOXEL)
+    assert ribosome.projection_mode == "rescale_spherical"
     assert viewer.dims.margin_left[0] == viewer.dims.margin_right[0] == 150.0  # largest radius
     assert ribosome.metadata[META]["voxel_size"] == pytest.approx(VOXEL)
     assert viewer.layers.selection.active is layers[0] and layers[0].mode == "add"
     assert widget.make_picks_layers() == []  # a second click does not duplicate layers
 
-    ribosome.add(np.array([[100.0, 200.0, 150.0]]))
-    layers[0].add(np.array([[13.48, 26.96, 40.44], [50.0, 60.0, 70.0]]))
+    ribosome.add(np.array([[100.0, 200.0, 150.0]]) / VOXEL)
+    layers[0].add(np.array([[13.48, 26.96, 40.44], [50.0, 60.0, 70.0]]) / VOXEL)
     assert widget.counts()["ribosome"] == 1 and widget.counts()["apo-ferritin"] == 2
     assert widget.table.item(CZII.index("ribosome"), 4).text() == "1"
     assert widget.table.item(0, 4).text() == "2"
@@ -70,7 +73,7 @@ def test_make_layers_count_and_autosave(make_napari_viewer, qtbot, mrc_path: Pat
     assert sorted(saved["particle_type"]) == ["apo-ferritin", "apo-ferritin", "ribosome"]
     assert set(saved["experiment"]) == {"TS_01"} and set(saved["score"]) == {1.0}
     row = saved[saved["particle_type"] == "ribosome"].iloc[0]
-    assert (row["x"], row["y"], row["z"]) == (150.0, 200.0, 100.0)
+    assert (row["x"], row["y"], row["z"]) == pytest.approx((150.0, 200.0, 100.0))
 
 
 def test_new_viewer_restores_autosaved_picks(make_napari_viewer, mrc_path: Path) -> None:
@@ -80,22 +83,76 @@ def test_new_viewer_restores_autosaved_picks(make_napari_viewer, mrc_path: Path)
     write_picks_csv(saved, autosave_path(mrc_path))
     _, widget = open_with_dock(make_napari_viewer, mrc_path)
     layers = {layer.metadata[META]["class"]: layer for layer in widget.make_picks_layers()}
-    np.testing.assert_allclose(layers["ribosome"].data, [[10, 20, 30], [40, 50, 60]])
-    np.testing.assert_allclose(layers["mystery"].data, [[70, 80, 90]])
+    np.testing.assert_allclose(layers["ribosome"].data * VOXEL, [[10, 20, 30], [40, 50, 60]])
+    np.testing.assert_allclose(layers["mystery"].data * VOXEL, [[70, 80, 90]])
     assert widget.classes[-1].name == "mystery"  # restored picks always get a class
     assert "Restored 3 picks" in widget.status.text()
     assert widget.counts()["ribosome"] == 2
 
 
-def test_pending_picks_are_saved_when_the_viewer_closes(make_napari_viewer,
-                                                       mrc_path: Path) -> None:
+def test_every_edit_is_in_the_autosave_at_once(make_napari_viewer, mrc_path: Path) -> None:
+    """A kill right after a click loses nothing: each finished edit is written before the
+    event loop runs again (no debounce)."""
     viewer, widget = open_with_dock(make_napari_viewer, mrc_path)
     layers = widget.make_picks_layers()
+    path = autosave_path(mrc_path)
     layers[1].add(np.array([[1.0, 2.0, 3.0]]))
-    assert not autosave_path(mrc_path).exists()  # the debounce timer has not fired yet
-    viewer.close()
+    assert list(load_autosave(path)["particle_type"]) == [CZII[1]]
+    layers[1].data = np.array([[4.0, 5.0, 6.0]])  # a move
+    row = load_autosave(path).iloc[0]
+    assert (row["z"], row["y"], row["x"]) == pytest.approx((4 * VOXEL, 5 * VOXEL, 6 * VOXEL))
+    layers[1].selected_data = {0}
+    layers[1].remove_selected()
+    assert load_autosave(path).empty
+
+
+def test_a_failed_save_is_retried_when_the_viewer_closes(make_napari_viewer, mrc_path: Path,
+                                                         monkeypatch) -> None:
+    from napari_semietpicker import autosave
+
+    viewer, widget = open_with_dock(make_napari_viewer, mrc_path)
+    layers = widget.make_picks_layers()
+    real = autosave.save_autosave
+    monkeypatch.setattr(autosave, "save_autosave", lambda *a, **k: (_ for _ in ()).throw(
+        OSError("disk full")))
+    layers[1].add(np.array([[1.0, 2.0, 3.0]]))
+    assert "disk full" in widget.status.text() and widget.autosaver.dirty == {"TS_01"}
+    monkeypatch.setattr(autosave, "save_autosave", real)
+    viewer.close()  # the dock sees its window close (public Qt events) and saves
+    assert list(load_autosave(autosave_path(mrc_path))["particle_type"]) == [CZII[1]]
+
+
+def test_docks_use_no_private_napari_window() -> None:
+    """``Window._qt_window`` is private napari API that napari warns will go."""
+    import napari_semietpicker._qt as qt_package
+
+    folder = Path(qt_package.__file__).parent
+    users = [p.name for p in folder.glob("*.py") if "_qt_window" in p.read_text()]
+    assert users == []
+
+
+def test_make_picks_layers_merges_the_autosave_into_layers_from_a_file(
+        make_napari_viewer, mrc_path: Path, tmp_path: Path) -> None:
+    """Session 1 clicked 5 ribosomes; session 2 opens the tomogram and a picks CSV with one
+    ribosome, presses Make picks layers and clicks one apo-ferritin: no ribosome is lost."""
+    rng = np.random.default_rng(0)
+    clicked = rng.uniform(20, 300, (5, 3))
+    write_picks_csv(picks_from_positions(clicked, "TS_01", "ribosome"), autosave_path(mrc_path))
+    from_file = tmp_path / "TS_01_picks.csv"
+    write_picks_csv(picks_from_positions(np.array([[100.0, 100.0, 100.0]]), "TS_01",
+                                         "ribosome"), from_file)
+    viewer, widget = open_with_dock(make_napari_viewer, mrc_path)
+    viewer.open(str(from_file), plugin="napari-semietpicker")
+    made = widget.make_picks_layers()
+    assert "1 class(es) already had one" in widget.status.text()
+    ribosome = next(la for la in viewer.layers if la.metadata[META].get("class") == "ribosome"
+                    and la.metadata[META].get("role") == PICKS)
+    assert len(ribosome.data) == 6  # the file's pick and the 5 autosaved ones
+    made[0].add(np.array([[2.0, 3.0, 4.0]]))  # apo-ferritin
     saved = load_autosave(autosave_path(mrc_path))
-    assert list(saved["particle_type"]) == [CZII[1]]
+    assert (saved["particle_type"] == "ribosome").sum() == 6
+    widget.make_picks_layers()  # pressing it again adds nothing twice
+    assert len(ribosome.data) == 6
 
 
 def test_removed_layer_keeps_its_autosaved_picks(make_napari_viewer, mrc_path: Path) -> None:
@@ -119,7 +176,8 @@ def test_editing_classes_updates_state_and_layers(make_napari_viewer, mrc_path: 
 
     widget.table.item(0, 1).setText("77")  # radius of apo-ferritin
     assert widget.classes[0].radius_A == 77.0 and emitted[-1][0].radius_A == 77.0
-    assert layers[0].current_size == 154.0 and np.all(layers[0].size == 154.0)
+    assert layers[0].current_size == pytest.approx(154.0 / VOXEL)
+    assert np.allclose(layers[0].size, 154.0 / VOXEL)
     assert widget.preset_combo.currentText() == "custom"
 
     widget.table.item(0, 0).setText("ferritin")
@@ -181,7 +239,7 @@ def test_sample_data_renders_and_is_annotated_by_name(make_napari_viewer) -> Non
     viewer.window.add_dock_widget(widget)
     assert widget.tomogram_combo.currentText() == "sim_sample"
     layers = widget.make_picks_layers()
-    layers[0].add(np.array([[300.0, 800.0, 800.0]]))
+    layers[0].add(np.array([[30.0, 80.0, 80.0]]))  # voxels of the 10 A sample
     widget.save_now()
     assert len(load_autosave(autosave_path("sim_sample"))) == 1
     # drawn by a real OpenGL canvas (Xvfb): the image is not blank
@@ -202,3 +260,30 @@ def test_unreadable_autosave_is_set_aside_not_overwritten(make_napari_viewer,
     layers[0].add(np.array([[1.0, 2.0, 3.0]]))
     widget.save_now()
     assert len(load_autosave(path)) == 1 and "not-a-number" in kept.read_text()
+
+
+def test_picks_layers_share_the_tomogram_frame_so_z_steps_one_slice(
+        make_napari_viewer, mrc_path: Path, tmp_path: Path) -> None:
+    """A picks file opened without its tomogram beside it comes in Angstrom (scale 1); with
+    the dock open it takes the tomogram's scale, and napari's z slider keeps one step per
+    slice (it had 1 A steps: 300+ steps for 24 slices)."""
+    elsewhere = tmp_path / "picks"
+    elsewhere.mkdir()
+    csv = elsewhere / "picks.csv"
+    world = np.array([[100.0, 200.0, 150.0], [50.0, 60.0, 70.0]])
+    write_picks_csv(picks_from_positions(world, "TS_01", "ribosome"), csv)
+    viewer, widget = open_with_dock(make_napari_viewer, mrc_path)
+    viewer.open(str(csv), plugin="napari-semietpicker")
+    made = widget.make_picks_layers()
+    image = viewer.layers["TS_01"]
+    points = [la for la in viewer.layers if la._type_string == "points"]
+    assert len(points) == len(made) + 1
+    for layer in points:
+        np.testing.assert_allclose(layer.scale, image.scale)
+        np.testing.assert_allclose(layer.translate, image.translate)
+    from_file = next(la for la in points if la not in made)
+    np.testing.assert_allclose(from_file.data * from_file.scale, world, atol=1e-3)  # unmoved
+    assert from_file.size[0] == pytest.approx(300.0 / VOXEL)  # still the particle diameter
+    z = viewer.dims.range[0]
+    assert z.step == pytest.approx(VOXEL, rel=1e-5)
+    assert viewer.dims.nsteps[0] == SHAPE[0]

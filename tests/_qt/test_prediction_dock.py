@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from napari.layers import Image, Points
 from napari.utils.colormaps.standardize_color import transform_color
+from qtpy.QtWidgets import QMessageBox
 
 from napari_semietpicker._qt import predict_job
-from napari_semietpicker._qt.evaluation import FN_COLOR, FP_COLOR, MISSED, TP_COLOR
+from napari_semietpicker._qt.evaluation import FN_SYMBOL, FP_SYMBOL, MISSED, TP_SYMBOL
 from napari_semietpicker._qt.prediction import HEATMAP, PredictionWidget
 from napari_semietpicker._qt.training import TrainingWidget
 from napari_semietpicker.checkpoint import load_card
@@ -134,7 +136,7 @@ def test_threshold_slider_repicks_from_the_cache_only(predicted, blob_viewer):
 
 
 def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer, qtbot,
-                                                          tmp_path):
+                                                          tmp_path, monkeypatch):
     dock, _ = predicted
     training = TrainingWidget(blob_viewer)
     blob_viewer.window.add_dock_widget(training, name="Training")
@@ -144,13 +146,13 @@ def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer
     deleted = layer.features["peak"].iloc[0]
     layer.selected_data = {0}
     layer.remove_selected()  # napari's own delete
-    layer.add([[320.0, 480.0, 480.0]])  # napari's own add (world = data: no translate)
+    layer.add([[32.0, 48.0, 48.0]])  # napari's own add, in voxels (the tomogram's scale)
     n = len(layer.data)
     dock._rows["small"][1].setValue(0.5)
     dock._rows["small"][1].setValue(0.05)
     assert len(layer.data) == n
     assert deleted not in set(layer.features["peak"])
-    assert np.allclose(layer.data[-1], [320.0, 480.0, 480.0])
+    assert np.allclose(layer.data[-1] * layer.scale, [320.0, 480.0, 480.0])
     assert layer.features["score"].iloc[-1] == 1.0
     assert dock._rows["small"][2].text() == f"{n} picks, 2 edits"
 
@@ -161,6 +163,14 @@ def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer
     training.burnin_spin.setValue(1)
     training.crop_spin.setValue(32)
     dock.finetune_check.setChecked(True)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *args: asked.append(args[2]) or QMessageBox.No)
+    dock.labels_button.click()  # answered No: nothing added
+    assert not layers_of(blob_viewer, Points, PICKS) and "No labels added" in dock.status.text()
+    assert f"small: {expected['small']} (score above 0.05, 2 corrections)" in asked[0]
+    assert "fine-tune" in asked[0]
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.Yes)
     dock.labels_button.click()
     picks = layers_of(blob_viewer, Points, PICKS)
     assert {p.metadata[META]["class"]: len(p.data) for p in picks} == expected
@@ -186,7 +196,7 @@ def test_evaluation_colours_and_table_match_the_metrics(predicted, blob_viewer, 
     dock.evaluate_button.click()
     classes = blob_set["classes"]
     predicted_layers = layers_of(blob_viewer, Points, PREDICTED)
-    pred = pd.concat([picks_from_layer(la.data, la.metadata, la.features, "blob_2")
+    pred = pd.concat([picks_from_layer(la.data, la.metadata, la.features, "blob_2", la.scale)
                       for la in predicted_layers], ignore_index=True)
     ref = blob_set["picks"][blob_set["picks"]["experiment"] == "blob_2"]
     expected = evaluate(pred, ref, classes)
@@ -206,13 +216,18 @@ def test_evaluation_colours_and_table_match_the_metrics(predicted, blob_viewer, 
         own_ref = ref[ref["particle_type"] == cls.name]
         pred_hit, ref_hit = match_picks(own_pred[["z", "y", "x"]].to_numpy(),
                                         own_ref[["z", "y", "x"]].to_numpy(), 0.5 * cls.radius_A)
-        colours = np.where(pred_hit[:, None], transform_color(TP_COLOR), transform_color(FP_COLOR))
-        assert np.allclose(layer.border_color, colours)
+        # hits and false picks differ by symbol; the hue stays the class colour
+        assert [str(v) for v in layer.symbol] == list(np.where(pred_hit, TP_SYMBOL, FP_SYMBOL))
+        assert np.allclose(layer.border_color, transform_color(cls.color))
         missed += int((~ref_hit).sum())
     fn_layer = layers_of(blob_viewer, Points, MISSED)[0]
     assert len(fn_layer.data) == missed == expected.per_class["fn_0.5"].sum()
     if missed:
-        assert np.allclose(fn_layer.border_color[0], transform_color(FN_COLOR)[0])
+        assert str(fn_layer.symbol[0]) == FN_SYMBOL
+        first = fn_layer.features["particle_type"].iloc[0]
+        colour = next(c.color for c in classes if c.name == first)
+        assert np.allclose(fn_layer.border_color[0], transform_color(colour)[0])
+    assert f"CZII score {expected.score:.3f}" in dock.evaluation_panel.score_label.text()
 
     # A threshold change re-evaluates at once.
     dock._rows["big"][1].setValue(0.95)
@@ -255,3 +270,58 @@ def test_missing_inputs_are_explained(blob_viewer, tmp_path, qtbot):
         if layer.metadata.get(META, {}).get("role") == REFERENCE:
             blob_viewer.layers.remove(layer)
     assert dock.image_combo.count() == 3
+
+
+def test_results_follow_edits_new_predictions_and_renamed_classes(predicted, blob_viewer,
+                                                                   blob_set, qtbot, tmp_path,
+                                                                   monkeypatch):
+    from napari_semietpicker._qt.annotation import AnnotationWidget
+
+    dock, _ = predicted
+    big, small = layers_of(blob_viewer, Points, PREDICTED)
+    dock._rows["small"][1].setValue(0.2)
+    dock.evaluate_button.click()
+    # A point added after evaluating is in the table at once.
+    small.add([[5.0, 5.0, 5.0]])
+    assert dock.evaluation.per_class.loc[1, "n_pred"] == len(small.data)
+
+    # Corrections become labels (the predicted layers hide); a new prediction shows its
+    # layers again and the table and missed references are of the new run.
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.Yes)
+    dock.labels_button.click()
+    assert not small.visible
+    first = dock.evaluation
+    dock.predict_button.click()
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
+    assert big.visible and small.visible
+    assert dock.evaluation is not first
+    assert list(dock.evaluation.per_class["n_pred"]) == [len(big.data), len(small.data)]
+    fn = layers_of(blob_viewer, Points, MISSED)[0]
+    assert len(fn.data) == dock.evaluation.per_class["fn_0.5"].sum()
+
+    # Renaming a class in the annotation dock leaves the model's outputs working.
+    annotation = AnnotationWidget(blob_viewer)
+    annotation.set_classes(blob_set["classes"])
+    annotation.table.item(0, 0).setText("large")
+    assert big.metadata[META]["class"] == "big"
+    dock._rows["big"][1].setValue(0.5)
+    assert len(big.data) == len(dock.current.cache.at({"big": 0.5}))
+    assert set(dock.export(tmp_path / "after_rename.csv")["particle_type"]) <= {"big", "small"}
+    dock.evaluate()
+    assert list(dock.evaluation.per_class["particle_type"]) == ["big", "small"]
+
+
+@pytest.mark.parametrize("fmt, suffix", [("coords", ".coords"), ("copick", ".json")])
+def test_export_of_all_classes_in_one_class_formats_writes_a_file_per_class(
+        predicted, tmp_path, fmt, suffix):
+    dock, _ = predicted
+    for name in ("big", "small"):
+        dock._rows[name][1].setValue(0.05)
+    written = dock.export(tmp_path / f"blob_2{suffix}", format=fmt)
+    assert sorted(written["particle_type"].unique()) == ["big", "small"]
+    files = sorted(Path(p).name for p in dock.export_panel.written)
+    assert files == [f"blob_2_big{suffix}", f"blob_2_small{suffix}"]
+    for name in ("big", "small"):
+        back = read_picks(tmp_path / f"blob_2_{name}{suffix}", voxel_size=10.0,
+                          tomogram_name="blob_2", particle_type=name)
+        assert len(back) == (written["particle_type"] == name).sum()

@@ -137,7 +137,8 @@ def test_copick_json_round_trip_one_file_per_class(tmp_path: Path) -> None:
         reader = napari_get_reader(path)
         assert reader is not None  # a copick picks file is recognised by its content
         layers += reader(path)
-    back = pd.concat([picks_from_layer(data, attrs["metadata"]) for data, attrs, _ in layers])
+    back = pd.concat([picks_from_layer(data, attrs["metadata"], scale=attrs["scale"])
+                      for data, attrs, _ in layers])
     back = back.sort_values(["particle_type", "x"]).reset_index(drop=True)
     want = known_picks().sort_values(["particle_type", "x"]).reset_index(drop=True)
     assert list(back["particle_type"]) == list(want["particle_type"])
@@ -182,7 +183,8 @@ def test_star_and_coords_round_trip_through_sibling_tomogram(tmp_path: Path,
                                                      "TS_01_spliceosome.coords"]
     [(data, attrs, _)] = layer_tuples(tmp_path / "TS_01_ribosome.coords")
     assert attrs["metadata"][META]["class"] == "ribosome"
-    np.testing.assert_allclose(data, [[13.48, 101.237, 250.001], [200.5, 3.333, 77.777]],
+    assert attrs["scale"] == pytest.approx((VOXEL,) * 3)  # the sibling tomogram's scale
+    np.testing.assert_allclose(data * VOXEL, [[13.48, 101.237, 250.001], [200.5, 3.333, 77.777]],
                                atol=0.01)
 
 
@@ -219,9 +221,11 @@ def test_sample_layers_line_up() -> None:
         meta = attrs["metadata"][META]
         assert kind == "points" and meta["role"] == REFERENCE
         assert meta["tomogram"] == image_attrs["name"]
-        assert len(data) and np.all(data >= 0) and np.all(data <= extent)
+        assert attrs["scale"] == image_attrs["scale"]  # one z step is one slice
+        world = data * np.asarray(attrs["scale"])
+        assert len(data) and np.all(world >= 0) and np.all(world <= extent)
     # reference centres sit on particles (protein is dark): darker than the volume on average
-    all_idx = np.concatenate([np.round(d / SAMPLE_VOXEL_A).astype(int) for d, _, _ in points])
+    all_idx = np.concatenate([np.round(d).astype(int) for d, _, _ in points])
     local = [image[max(z - 2, 0):z + 3, max(y - 2, 0):y + 3, max(x - 2, 0):x + 3].mean()
              for z, y, x in all_idx]
     assert np.mean(local) < image.mean()
@@ -260,10 +264,22 @@ def test_viewer_opens_and_saves_through_the_manifest(make_napari_viewer, tmp_pat
     np.testing.assert_allclose(image.scale, (VOXEL,) * 3, rtol=1e-6)
     points = [layer for layer in viewer.layers if layer.name.endswith(" picks")]
     assert len(points) == 2
-    points[0].add(np.array([[1.0, 2.0, 3.0]]))
+    assert all(np.allclose(p.scale, image.scale) for p in points)  # beside its tomogram
+    points[0].add(np.array([[1.0, 2.0, 3.0]]) / points[0].scale)
     viewer.layers.selection = set(points)
     assert viewer.layers.save(str(dst), selected=True, plugin="napari-semietpicker")
     back = read_picks_csv(dst)
     assert len(back) == 4 and set(back["experiment"]) == {"TS_01"}
-    added = back[(back["x"] == 3.0) & (back["z"] == 1.0)]
+    added = back[np.isclose(back["x"], 3.0) & np.isclose(back["z"], 1.0)]
     assert list(added["particle_type"]) == [points[0].metadata[META]["class"]]
+
+
+def test_opened_tomograms_get_percentile_contrast(tmp_path: Path) -> None:
+    """A few extreme voxels (a gold bead) must not set the contrast of the whole tomogram."""
+    data = np.random.default_rng(0).normal(size=(40, 60, 50)).astype(np.float32)
+    data[10:12, 10:12, 10:12] = 1000.0
+    path = tmp_path / "beads.mrc"
+    write_tomogram(path, data, VOXEL)
+    [(_, attrs, _)] = layer_tuples(path)
+    low, high = attrs["contrast_limits"]
+    assert -4 < low < -2 and 2 < high < 4  # about the 0.5 and 99.5 % of a unit normal

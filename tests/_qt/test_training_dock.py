@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 from napari.layers import Layer
 from qtpy.QtWidgets import QFileDialog
@@ -13,7 +18,7 @@ from napari_semietpicker._qt.training import TrainingWidget
 from napari_semietpicker.checkpoint import CONFIG, load_card, load_model
 from napari_semietpicker.classes import PRESETS as CLASS_PRESETS
 from napari_semietpicker.io.picks import empty_picks
-from napari_semietpicker.layers import META, PICKS, points_layer
+from napari_semietpicker.layers import META, PICKS, image_layer, picks_layers, points_layer
 
 
 def make_dock(viewer, folder, burn_in: int, cotrain: int = 0) -> TrainingWidget:
@@ -24,6 +29,7 @@ def make_dock(viewer, folder, burn_in: int, cotrain: int = 0) -> TrainingWidget:
     dock.burnin_spin.setValue(burn_in)
     dock.cotrain_spin.setValue(cotrain)
     dock.crop_spin.setValue(32)
+    dock.bin_combo.setCurrentText("1x")
     dock.device_combo.setCurrentText("cpu")
     dock.folder_edit.setText(str(folder))
     dock.set_checked(["blob_0", "blob_1"], ["blob_2"] if cotrain else [])
@@ -40,7 +46,7 @@ def test_lists_labelled_tomograms_and_their_classes(blob_viewer):
     # Clicking a point into a picks layer updates the counts.
     layer = next(la for la in blob_viewer.layers
                  if la.metadata.get(META, {}).get("role") == PICKS)
-    layer.add([[300.0, 400.0, 400.0]])
+    layer.add([[30.0, 40.0, 40.0]])
     assert dock.labelled_list.item(0).text().startswith("blob_0: 11 picks")
 
 
@@ -179,3 +185,128 @@ def test_lateness_probe_records_a_blocked_event_loop(qtbot):
     probe.stop()
     assert max(probe.lateness_ms) >= 250
     assert f"({len(probe.lateness_ms)} samples)" in probe.summary()
+
+
+def test_closing_napari_while_training_stops_and_keeps_the_model(tmp_path):
+    """Closing the window mid-run used to segfault (exit 139) and save no model."""
+    script = Path(__file__).parents[1] / "scripts" / "close_napari_while_training.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "model"),
+                           str(Path(__file__).parents[1])], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(Path(__file__).parents[2] / "src"),
+                               os.environ.get("PYTHONPATH", "")])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exited cleanly; model saved: True" in done.stdout
+    _, card = load_model(tmp_path / "model")
+    assert 3 <= card.history["steps_done"] < 100_000
+
+
+def test_closing_the_viewer_mid_run_waits_for_the_model(blob_viewer, qtbot, tmp_path):
+    dock = make_dock(blob_viewer, tmp_path / "model", burn_in=100_000)
+    steps = []
+    dock._relay.progress.connect(steps.append)
+    dock.start()
+    job = dock._worker
+    qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60_000)
+    blob_viewer.close()
+    assert job.done.is_set()  # the worker has returned before close() does
+    _, card = load_model(tmp_path / "model")
+    assert 2 <= card.history["steps_done"] < 100_000
+
+
+def viewer_connections(viewer) -> dict:
+    """How many callbacks each viewer-list and layer event holds."""
+    counts = {name: len(getattr(viewer.layers.events, name).callbacks)
+              for name in ("inserted", "removing", "removed")}
+    for i, layer in enumerate(viewer.layers):
+        for name in ("data", "name"):
+            counts[f"{i} {name}"] = len(getattr(layer.events, name).callbacks)
+    return counts
+
+
+def test_removed_docks_disconnect_and_stop_their_run(blob_viewer, qtbot, tmp_path):
+    before = viewer_connections(blob_viewer)
+    window = blob_viewer.window
+    docks = [window.add_plugin_dock_widget("napari-semietpicker", name)[1]
+             for name in ("Classes and annotation", "Training", "Prediction, QC and export")]
+    training = docks[1]
+    assert viewer_connections(blob_viewer) != before
+    training.preset_combo.setCurrentText("tiny")
+    training.burnin_spin.setValue(100_000)
+    training.crop_spin.setValue(32)
+    training.device_combo.setCurrentText("cpu")
+    training.folder_edit.setText(str(tmp_path / "model"))
+    steps = []
+    training._relay.progress.connect(steps.append)
+    assert training.start()
+    job = training._worker
+    qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60_000)
+    for dock in docks:  # what each dock's x button does
+        window.remove_dock_widget(dock)
+    assert job.done.is_set() and (tmp_path / "model" / CONFIG).is_file()
+    assert viewer_connections(blob_viewer) == before
+    # A reopened Training dock is a new widget; it can train (no orphan run beside it).
+    _, again = window.add_plugin_dock_widget("napari-semietpicker", "Training")
+    assert again is not training and not again.running
+
+
+def test_a_run_left_by_a_closed_dock_blocks_a_second_one(blob_viewer, tmp_path):
+    from napari_semietpicker._qt.lifecycle import BackgroundJob
+
+    orphan = threading.Event()
+    job = BackgroundJob("training", lambda should_stop: orphan.wait(30),
+                        on_returned=lambda _: None,
+                        on_error=lambda _: None, on_finished=lambda: None)
+    try:
+        dock = make_dock(blob_viewer, tmp_path / "model", burn_in=2)
+        assert not dock.start() and "still saving its model" in dock.status.text()
+    finally:
+        orphan.set()
+        job.done.wait(30)
+
+
+def test_a_tomogram_gaining_picks_is_ticked_as_labelled(make_napari_viewer, blob_set):
+    """The natural order: open a tomogram, open the Training dock, make layers, click."""
+    viewer = make_napari_viewer()
+    tomogram = blob_set["tomograms"][0]
+    viewer.add_layer(Layer.create(*image_layer(tomogram)))
+    dock = TrainingWidget(viewer)
+    assert dock._checked(dock.labelled_list) == set()
+    [layer] = [viewer.add_layer(Layer.create(*item)) for item in
+               picks_layers(empty_picks(), blob_set["classes"][:1], tomogram.name)]
+    assert dock._checked(dock.labelled_list) == set()  # no picks yet
+    layer.add([[30.0, 40.0, 40.0]])
+    assert dock._checked(dock.labelled_list) == {"blob_0"}
+    dock.set_checked([])  # the user's untick stays while picks are added
+    layer.add([[20.0, 40.0, 40.0]])
+    assert dock._checked(dock.labelled_list) == set()
+
+
+def test_cpu_defaults_eta_and_cotraining_follow_the_machine_and_the_ticks(blob_viewer, qtbot,
+                                                                          monkeypatch):
+    from napari_semietpicker._qt import train_job
+
+    dock = TrainingWidget(blob_viewer)
+    devices = [dock.device_combo.itemText(i) for i in range(dock.device_combo.count())]
+    assert devices == train_job.available_devices()  # no "cuda" on a machine without one
+    if not train_job.has_accelerator():
+        assert dock.bin_combo.currentText() == "2x" and dock.preset_combo.currentText() == "light"
+        assert dock.crop_spin.value() == 64 and dock.burnin_spin.value() == 200
+    # Ticking an unlabelled tomogram turns co-training on; unticking all turns it off.
+    assert dock.cotrain_spin.value() == 0
+    dock.set_checked(["blob_0"], ["blob_2"])
+    assert dock.cotrain_spin.value() == dock.burnin_spin.value() // 2
+    dock.set_checked(["blob_0"], [])
+    assert dock.cotrain_spin.value() == 0
+    # The ETA before Start comes from a step timed here (tiny settings to keep it short).
+    dock.preset_combo.setCurrentText("tiny")
+    dock.crop_spin.setValue(32)
+    dock.device_combo.setCurrentText("cpu")
+    dock.burnin_spin.setValue(100)
+    assert dock.estimate_eta()
+    qtbot.waitUntil(lambda: dock.eta_label.text().startswith("ETA"), timeout=60_000)
+    seconds = dock._estimates[dock._estimate_key()]
+    assert seconds > 0 and f"for 100 steps here ({seconds:.2f} s per step" in \
+        dock.eta_label.text()
+    dock.burnin_spin.setValue(200)  # new step counts: new ETA, no new timing
+    assert "for 200 steps" in dock.eta_label.text() and not dock.estimate_eta()

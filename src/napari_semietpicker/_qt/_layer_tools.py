@@ -62,6 +62,12 @@ def role_layers(viewer: napari.Viewer, tomogram: str, role: str) -> list[Points]
             and layer_meta(layer).get("tomogram") == tomogram and "class" in layer_meta(layer)]
 
 
+def tomogram_image(viewer: napari.Viewer, tomogram: str) -> Image | None:
+    """The Image layer of a tomogram (by its tomogram name), if it is open."""
+    return next((image for image in tomogram_images(viewer)
+                 if tomogram_name(image) == tomogram), None)
+
+
 def find_layer(viewer: napari.Viewer, kind: type, tomogram: str, role: str,
                class_name: str | None) -> Layer | None:
     """The first layer of this type, tomogram, role and class (None: a layer with no class)."""
@@ -97,11 +103,51 @@ def layer_origin(image: Image) -> np.ndarray:
 # -- picks layers <-> picks tables and classes --------------------------------------------------
 
 
+def world_points(layer: Points) -> np.ndarray:
+    """A Points layer's positions in world coordinates (Angstrom), one row per point."""
+    return np.asarray(layer.data, dtype=float).reshape(-1, 3) * np.asarray(layer.scale[-3:]) \
+        + np.asarray(layer.translate[-3:])
+
+
+def to_layer_data(layer: Points, world: np.ndarray) -> np.ndarray:
+    """World positions (Angstrom) as data coordinates of ``layer``."""
+    return (np.asarray(world, dtype=float).reshape(-1, 3) - np.asarray(layer.translate[-3:])) \
+        / np.asarray(layer.scale[-3:])
+
+
 def layer_picks(layer: Points, origin: np.ndarray, experiment: str) -> pd.DataFrame:
     """A Points layer's points as a picks table in Angstrom from the tomogram corner."""
-    world = np.asarray(layer.data, dtype=float).reshape(-1, 3) * np.asarray(layer.scale[-3:]) \
-        + np.asarray(layer.translate[-3:])
-    return picks_from_layer(world - origin, layer.metadata, layer.features, experiment)
+    return picks_from_layer(world_points(layer) - np.asarray(origin, dtype=float),
+                            layer.metadata, layer.features, experiment)
+
+
+def align_to_tomogram(viewer: napari.Viewer, layer: Layer) -> None:
+    """Give one of our Points layers its tomogram's scale and translate, points unmoved.
+
+    All layers of a tomogram share its frame, so that napari's sliders step one voxel
+    (a picks file opened without its tomogram beside it comes in Angstrom, at scale 1).
+    """
+    if not isinstance(layer, Points) or "tomogram" not in layer_meta(layer):
+        return
+    image = tomogram_image(viewer, str(layer_meta(layer)["tomogram"]))
+    if image is None:
+        return
+    scale, translate = np.asarray(image.scale[-3:]), np.asarray(image.translate[-3:])
+    old_scale = np.asarray(layer.scale[-3:])
+    if np.allclose(old_scale, scale) and np.allclose(layer.translate[-3:], translate):
+        return
+    world = world_points(layer)
+    factor = old_scale[-1] / scale[-1]
+    sizes, current = layer.size * factor, layer.current_size * factor
+    layer.scale, layer.translate = tuple(scale), tuple(translate)
+    layer.data = to_layer_data(layer, world)
+    layer.size, layer.current_size = sizes, current
+
+
+def align_tomogram_layers(viewer: napari.Viewer) -> None:
+    """:func:`align_to_tomogram` for every layer (cheap when they are aligned already)."""
+    for layer in list(viewer.layers):
+        align_to_tomogram(viewer, layer)
 
 
 def class_of_layer(layer: Points) -> ParticleClass:
@@ -145,12 +191,17 @@ def add_points_layer(viewer: napari.Viewer, table: pd.DataFrame, cls: ParticleCl
                      **meta: object) -> Points:
     """Add one class's Points layer (made by :func:`..layers.points_layer`) to the viewer.
 
-    ``origin`` (the tomogram's world position) becomes the layer's translate; ``meta`` is
-    added to its metadata block. Slices are made thick enough to show the particles.
+    The layer takes the scale and translate of the tomogram's Image layer (else
+    ``origin``, the tomogram's world position, at scale 1); ``meta`` is added to its
+    metadata block. Slices are made thick enough to show the particles.
     """
-    data, attrs, _ = points_layer(table, cls, tomogram, role)
+    image = tomogram_image(viewer, tomogram)
+    voxel_size = image_voxel_size(image) if image is not None else 1.0
+    data, attrs, _ = points_layer(table, cls, tomogram, role, voxel_size)
     attrs["metadata"][META].update(meta)
-    if origin is not None:
+    if image is not None:
+        attrs["translate"] = tuple(layer_origin(image))
+    elif origin is not None:
         attrs["translate"] = tuple(origin)
     ensure_thick_slices(viewer, cls.radius_A)
     return viewer.add_layer(Layer.create(data, attrs, "points"))

@@ -6,11 +6,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from qtpy.QtCore import QElapsedTimer, QObject, Qt, QTimer
+from qtpy.QtCore import QElapsedTimer, QObject, QSize, Qt, QTimer
 from qtpy.QtCore import Signal as QtSignal
-from qtpy.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QPushButton
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
 ERROR_STYLE = "color: #ff6b6b;"
 
 
@@ -25,6 +36,47 @@ class StatusLabel(QLabel):
     def say(self, text: str, error: bool = False) -> None:
         self.setStyleSheet(ERROR_STYLE if error else "")
         self.setText(text)
+
+
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls vertically only: as wide as its content needs, as short as the dock is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        content = self.widget().minimumSizeHint().width() if self.widget() else 0
+        return QSize(content + self.verticalScrollBar().sizeHint().width(), 120)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        hint = self.widget().sizeHint() if self.widget() else QSize(0, 0)
+        return QSize(self.minimumSizeHint().width(), hint.height())
+
+
+def scrolled_layout(dock: QWidget) -> QVBoxLayout:
+    """The layout of a dock's content, inside a scroll area that fills the dock, so that a
+    dock can be shorter than its content (docks share a laptop screen's height)."""
+    inner = QWidget()
+    scroll = _VerticalScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.NoFrame)
+    scroll.setWidget(inner)
+    outer = QVBoxLayout(dock)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return QVBoxLayout(inner)
+
+
+def fit_table_height(table: QTableWidget, max_rows: int = 8) -> None:
+    """Make a table exactly as tall as its header and rows (up to ``max_rows``, then it
+    scrolls), so that a table of six classes shows six rows."""
+    rows = min(table.rowCount(), max_rows)
+    height = table.horizontalHeader().height() + 2 * table.frameWidth() + sum(
+        table.rowHeight(r) for r in range(rows))
+    if table.rowCount() > max_rows or table.horizontalScrollBar().isVisible():
+        height += table.horizontalScrollBar().sizeHint().height()
+    table.setFixedHeight(height)
 
 
 def folder_row(placeholder: str, title: str) -> tuple[QHBoxLayout, QLineEdit]:

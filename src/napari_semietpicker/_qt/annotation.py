@@ -37,7 +37,6 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -52,17 +51,25 @@ from ..classes import (
     save_classes,
 )
 from ..io.picks import empty_picks
-from ..layers import PICKS, picks_layer_name
+from ..layers import PICKS, REFERENCE, picks_layer_name
+from ..merge import picks_not_near
 from ._layer_tools import (
     add_points_layer,
+    align_to_tomogram,
+    align_tomogram_layers,
     ensure_thick_slices,
+    image_voxel_size,
     is_picks,
     layer_meta,
+    layer_origin,
+    layer_picks,
     role_layers,
+    to_layer_data,
     tomogram_name,
 )
-from ._widgets import StatusLabel, set_combo_items
+from ._widgets import StatusLabel, fit_table_height, scrolled_layout, set_combo_items
 from .autosaver import PicksAutosaver
+from .lifecycle import DockLifecycle
 
 if TYPE_CHECKING:
     import napari
@@ -94,20 +101,19 @@ class AnnotationWidget(QWidget):
         #: Fires with the new class list (psygnal), for other docks.
         self.classes_changed = self.state.events.classes
         self._build()
-        self.autosaver = PicksAutosaver(self.viewer, self._say, parent=self)
+        self.autosaver = PicksAutosaver(self.viewer, self._say)
 
         self.state.events.classes.connect(self._on_classes_changed)
+        # closing the dock or its window saves what is pending and disconnects the viewer
+        self.lifecycle = DockLifecycle(self, self.save_now)
         layers = self.viewer.layers
-        layers.events.inserted.connect(self._on_inserted)
-        layers.events.removing.connect(self._on_removing)
-        layers.events.removed.connect(self._on_layers_changed)
+        self.lifecycle.connect(layers.events.inserted, self._on_inserted)
+        self.lifecycle.connect(layers.events.removing, self._on_removing)
+        self.lifecycle.connect(layers.events.removed, self._on_layers_changed)
         for layer in layers:
             self._watch(layer)
         self._fill_table()
         self._refresh_tomograms()
-        window = getattr(self.viewer.window, "_qt_window", None)
-        if window is not None:  # save pending picks when the viewer window closes
-            window.installEventFilter(self.autosaver)
 
     # -- public API -------------------------------------------------------------------
     @property
@@ -163,20 +169,23 @@ class AnnotationWidget(QWidget):
             if extra:
                 self.set_classes([*self.state.classes, *extra])
                 notes.append(f"Added classes {', '.join(c.name for c in extra)} from the autosave")
-        existing = {layer_meta(layer)["class"]
+        existing = {layer_meta(layer)["class"]: layer
                     for layer in role_layers(self.viewer, tomogram, PICKS)}
         source = restored if restored is not None else empty_picks()
         made: list[Points] = []
+        n_merged = 0
         for cls in self.state.classes:
-            if cls.name in existing:
+            if cls.name in existing:  # the layer keeps its picks and gains the autosaved ones
+                n_merged += self._merge_restored(existing[cls.name], source, image)
                 continue
             made.append(add_points_layer(
-                self.viewer, source, cls, tomogram, PICKS, voxel_size=float(image.scale[-1]),
+                self.viewer, source, cls, tomogram, PICKS, voxel_size=image_voxel_size(image),
                 shape=[int(s) for s in image.level_shapes[0]]))
+        self.autosaver.shown(tomogram, [c.name for c in self.state.classes])
         if made:
             self.viewer.layers.selection.active = made[0]
             made[0].mode = "add"
-        n_restored = sum(len(layer.data) for layer in made)
+        n_restored = sum(len(layer.data) for layer in made) + n_merged
         message = f"Made {len(made)} picks layer(s) for {tomogram}"
         if existing:
             message += f" ({len(existing)} class(es) already had one)"
@@ -185,6 +194,15 @@ class AnnotationWidget(QWidget):
         self._say(". ".join([message, *notes]) + ".")
         self._update_counts()
         return made
+
+    def _merge_restored(self, layer: Points, restored: pd.DataFrame, image: Image) -> int:
+        """Add the autosaved picks of the layer's class that it lacks; return how many."""
+        origin = layer_origin(image)
+        own = restored[restored["particle_type"] == layer_meta(layer)["class"]]
+        new = picks_not_near(own, layer_picks(layer, origin, tomogram_name(image)))
+        if len(new):
+            layer.add(to_layer_data(layer, new[["z", "y", "x"]].to_numpy(float) + origin))
+        return len(new)
 
     def counts(self) -> dict[str, int]:
         """Picks per class for the chosen tomogram."""
@@ -245,7 +263,7 @@ class AnnotationWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(add_button)
         buttons.addWidget(remove_button)
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)
         layout.addLayout(grid)
         layout.addWidget(self.table)
         layout.addLayout(buttons)
@@ -297,6 +315,8 @@ class AnnotationWidget(QWidget):
         scrollbar = self.table.verticalScrollBar().sizeHint().width()
         self.table.setMinimumWidth(self.table.horizontalHeader().length() + scrollbar
                                    + 2 * self.table.frameWidth())
+        self.table.resizeRowsToContents()
+        fit_table_height(self.table)
 
     def showEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)
@@ -339,19 +359,24 @@ class AnnotationWidget(QWidget):
                                                                               cls.color):
                 continue
             meta.update(radius_A=cls.radius_A, color=cls.color)
-            layer.size = 2 * cls.radius_A
-            layer.current_size = 2 * cls.radius_A
+            diameter = 2 * cls.radius_A / float(layer.scale[-1])  # in the layer's data units
+            layer.size = diameter
+            layer.current_size = diameter
             layer.border_color = cls.color
             layer.current_border_color = cls.color
 
     def _rename_class(self, old: str, new: str) -> None:
+        """Rename the class in picks and reference layers; a model's outputs (predicted
+        points, heatmaps) keep the name the model knows, so its sliders, evaluation and
+        export go on working."""
         for layer in self.viewer.layers:
             meta = layer_meta(layer)
-            if isinstance(layer, Points) and meta.get("class") == old:
+            if isinstance(layer, Points) and meta.get("class") == old \
+                    and meta.get("role") in (PICKS, REFERENCE):
                 meta["class"] = new
                 layer.name = picks_layer_name(new, meta.get("role", PICKS))
                 if meta.get("role") == PICKS:
-                    self.autosaver.mark_dirty(meta.get("tomogram", ""))
+                    self.autosaver.changed(meta.get("tomogram", ""))
 
     def _on_preset_chosen(self, name: str) -> None:
         if name in PRESETS:
@@ -402,17 +427,21 @@ class AnnotationWidget(QWidget):
         self._update_counts()
 
     def _on_picks_changed(self, event: Any) -> None:
-        self.autosaver.mark_dirty(layer_meta(event.source).get("tomogram", ""))
+        if not str(getattr(event, "action", "changed")).endswith("ing"):  # not mid-drag
+            self.autosaver.changed(layer_meta(event.source).get("tomogram", ""))
         self._update_counts()
 
     # -- helpers ----------------------------------------------------------------------
     def _watch(self, layer: Layer) -> None:
+        if isinstance(layer, Image):
+            align_tomogram_layers(self.viewer)  # its picks may have come first
+        align_to_tomogram(self.viewer, layer)
         if isinstance(layer, Points) and layer_meta(layer).get("radius_A"):
             ensure_thick_slices(self.viewer, float(layer_meta(layer)["radius_A"]))
         if is_picks(layer):
-            layer.events.data.connect(self._on_picks_changed)
+            self.lifecycle.connect(layer.events.data, self._on_picks_changed)
         elif isinstance(layer, Image):
-            layer.events.name.connect(self._on_layers_changed)
+            self.lifecycle.connect(layer.events.name, self._on_layers_changed)
 
     def _refresh_tomograms(self) -> None:
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]

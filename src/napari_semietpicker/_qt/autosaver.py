@@ -1,58 +1,57 @@
-"""Autosave of the annotation dock's picks layers (files through :mod:`..autosave`).
+"""Autosave of the annotation dock's picks layers (files through :mod:`..autosave`, the rule
+of what a save holds in :func:`..merge.autosave_table`).
 
-Each change to a picks layer schedules a save of its tomogram's picks one second later
-(edits in between are saved together); pending saves are written when a picks layer is
-removed or the viewer window closes. Classes that have no layer in the viewer keep their
-autosaved picks, so deleting a layer never deletes picks from the autosave.
+Every finished change to a picks layer (a point added, deleted or moved) writes its
+tomogram's autosave at once, atomically, so that a crash or a kill right after a click loses
+nothing that was on screen. Classes that have no layer keep their autosaved picks, and
+autosaved picks of an earlier session that were never shown in a layer are kept too, so a
+layer opened from a file or made from predictions never replaces hand picks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import napari
 import pandas as pd
 from napari.layers import Image
-from qtpy.QtCore import QEvent, QObject, QTimer
 
 from .. import autosave
-from .._writer import concat_picks, layer_picks
+from .._writer import concat_picks
 from ..layers import PICKS
-from ._layer_tools import layer_meta, role_layers, tomogram_name
+from ..merge import autosave_table
+from ._layer_tools import layer_meta, layer_picks, role_layers, tomogram_name
 
-AUTOSAVE_DELAY_MS = 1000
 
+class PicksAutosaver:
+    """Writes the autosave of a tomogram whenever its picks change.
 
-class PicksAutosaver(QObject):
-    """Writes the picks of tomograms marked dirty, ``AUTOSAVE_DELAY_MS`` after the last mark.
-
-    Install it as an event filter on the viewer window to save pending picks on close.
     ``say`` shows a message (a failed save, an unreadable autosave set aside).
     """
 
-    def __init__(self, viewer: napari.Viewer, say: Callable[[str], None],
-                 parent: QObject | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, viewer: napari.Viewer, say: Callable[[str], None]) -> None:
         self.viewer = viewer
         self._say = say
         self._paths: dict[str, Path] = {}
         self._saved_once: set[Path] = set()
-        self.dirty: set[str] = set()
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(AUTOSAVE_DELAY_MS)
-        self._timer.timeout.connect(self.save_now)
+        #: per tomogram: the autosave found at its first use, less the classes shown since
+        self._unseen: dict[str, pd.DataFrame] = {}
+        self.dirty: set[str] = set()  # tomograms whose last save failed
 
-    def mark_dirty(self, tomogram: str) -> None:
-        """Schedule a save of this tomogram's picks."""
+    def changed(self, tomogram: str) -> None:
+        """This tomogram's picks changed: write its autosave now."""
         if tomogram:
             self.dirty.add(tomogram)
-            self._timer.start()
+            self.save_now()
+
+    def shown(self, tomogram: str, classes: Iterable[str]) -> None:
+        """The autosaved picks of these classes are now in layers (the layers rule them)."""
+        unseen = self._unseen_of(tomogram, self.path(tomogram))
+        self._unseen[tomogram] = unseen[~unseen["particle_type"].isin(set(classes))]
 
     def save_now(self) -> None:
         """Write the autosave of every tomogram whose picks changed since the last save."""
-        self._timer.stop()
         failed = set()
         for tomogram in sorted(self.dirty):
             path = self.path(tomogram)
@@ -66,11 +65,6 @@ class PicksAutosaver(QObject):
                 self._saved_once.add(path)
         self.dirty = failed
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if event.type() == QEvent.Close and self.dirty:
-            self.save_now()
-        return False
-
     def path(self, tomogram: str, image: Image | None = None) -> Path:
         """The autosave of a tomogram: keyed by its Image layer's file when there is one."""
         if tomogram not in self._paths:
@@ -81,8 +75,7 @@ class PicksAutosaver(QObject):
             self._paths[tomogram] = autosave.autosave_path(source or tomogram)
         return self._paths[tomogram]
 
-    @staticmethod
-    def load(path: Path) -> tuple[pd.DataFrame | None, str]:
+    def load(self, path: Path) -> tuple[pd.DataFrame | None, str]:
         """The autosave (or None) and a note; an unreadable one is set aside, never
         overwritten, and the note says where it went."""
         try:
@@ -91,16 +84,23 @@ class PicksAutosaver(QObject):
             kept = autosave.set_aside(path)
             return None, f"The autosave could not be read ({err}); it was kept as {kept}"
 
+    def _unseen_of(self, tomogram: str, path: Path,
+                   previous: pd.DataFrame | None = None) -> pd.DataFrame:
+        if tomogram not in self._unseen:
+            if previous is None and path not in self._saved_once:
+                previous, _ = self.load(path)
+            found = previous if previous is not None else pd.DataFrame(
+                columns=["experiment", "particle_type", "x", "y", "z"])
+            self._unseen[tomogram] = found[found["experiment"] == tomogram]
+        return self._unseen[tomogram]
+
     def _table(self, tomogram: str, path: Path) -> pd.DataFrame:
-        """Picks of this tomogram's layers, plus autosaved picks of classes with no layer."""
         layers = role_layers(self.viewer, tomogram, PICKS)
-        tables = [layer_picks(layer.data, {"metadata": layer.metadata, "name": layer.name,
-                                           "features": layer.features}, tomogram)
-                  for layer in layers]
+        on_screen = [layer_picks(layer, layer.translate[-3:], tomogram) for layer in layers]
         previous, note = self.load(path)
         if note:
             self._say(note + ".")
-        if previous is not None:
-            with_layer = {layer_meta(layer)["class"] for layer in layers}
-            tables.append(previous[~previous["particle_type"].isin(with_layer)])
-        return concat_picks(tables)
+        unseen = self._unseen_of(tomogram, path, previous)
+        return autosave_table(concat_picks(on_screen),
+                              {layer_meta(layer)["class"] for layer in layers}, previous,
+                              unseen)

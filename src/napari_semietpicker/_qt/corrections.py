@@ -15,13 +15,13 @@ import napari
 import numpy as np
 import pandas as pd
 from napari.layers import Points
-from scipy.spatial import cKDTree
 
 from ..checkpoint import ModelCard
 from ..layers import PICKS, PREDICTED
+from ..merge import picks_not_near
 from ..metrics import CZII_DISTANCE_FACTOR
 from ..predict import PeakCache
-from ._layer_tools import add_points_layer, find_layer, layer_picks
+from ._layer_tools import add_points_layer, find_layer, layer_picks, to_layer_data
 
 #: the ``peak`` feature of points the user added (not a cached peak)
 USER_POINT = -1
@@ -108,15 +108,11 @@ def merge_into_labels(viewer: napari.Viewer, prediction: Prediction) -> int:
             added += len(new)
         else:
             old = layer_picks(target, prediction.origin, prediction.tomogram)
-            zyx = new[["z", "y", "x"]].to_numpy(float)
-            if len(old) and len(zyx):
-                far = cKDTree(old[["z", "y", "x"]].to_numpy(float)).query(zyx)[0] \
-                    > CZII_DISTANCE_FACTOR * cls.radius_A
-                zyx = zyx[far]
+            far = picks_not_near(new, old, CZII_DISTANCE_FACTOR * cls.radius_A)
+            zyx = far[["z", "y", "x"]].to_numpy(float)
             if len(zyx):
                 world = zyx + prediction.origin
-                target.add((world - np.asarray(target.translate[-3:])) /
-                           np.asarray(target.scale[-3:]))
+                target.add(to_layer_data(target, world))
             added += len(zyx)
         predicted.visible = False
     return added

@@ -27,14 +27,17 @@ from ..io.formats import read_picks
 from ..io.picks import empty_picks
 from ..layers import META, PREDICTED, REFERENCE
 from ..metrics import CZII_BETA, CZII_DISTANCE_FACTOR, Evaluation, evaluate, match_picks
-from ._layer_tools import find_layer, layer_picks, role_layers
+from ._layer_tools import find_layer, layer_meta, layer_picks, role_layers
+from ._widgets import fit_table_height
 from .corrections import Prediction
 
 if TYPE_CHECKING:
     from .prediction import PredictionWidget
 
 MISSED = "missed"
-TP_COLOR, FP_COLOR, FN_COLOR = "#2ecc40", "#ff4136", "#ffdc00"
+#: Hits, false picks and missed references differ by symbol, not hue: hues are the classes'.
+TP_SYMBOL, FP_SYMBOL, FN_SYMBOL = "disc", "x", "square"
+FN_FALLBACK_COLOR = "#ffffff"  # an empty missed-references layer
 TABLE_COLUMNS = ("class", "pred", "ref", "TP", "FP", "FN", "prec.", "recall", "F1",
                  f"F{CZII_BETA:g}")
 LAYERS_NOTE = "reference: layers of role 'reference'"
@@ -60,6 +63,9 @@ class EvaluationPanel(QGroupBox):
         ref_row.addWidget(ref_file)
         ref_row.addWidget(self.evaluate_button)
         layout.addLayout(ref_row)
+        self.score_label = QLabel("Evaluate to see F1, F-beta and the CZII score here.")
+        self.score_label.setWordWrap(True)
+        layout.addWidget(self.score_label)
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
         self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
         self.table.verticalHeader().setVisible(False)
@@ -120,9 +126,34 @@ class EvaluationPanel(QGroupBox):
         missed = [self._colour_hits(prediction, cls, predicted, reference) for cls in classes]
         self._show_missed(prediction, classes, missed)
         self._fill_table(self.evaluation)
+        per_class = self.evaluation.per_class
+        self.score_label.setText(
+            f"<b>CZII score {self.evaluation.score:.3f}</b> · mean F1 "
+            f"{per_class['f1_0.5'].mean():.3f} · "
+            + " · ".join(f"{r['particle_type']} F1 {r['f1_0.5']:.2f}"
+                         for r in per_class.to_dict(orient="records"))
+            + "  (symbols: ● hit, ✕ false pick, ■ missed)")
         note = f" (ignored reference classes {', '.join(ignored)})" if ignored else ""
         self.dock.status.say(f"CZII score {self.evaluation.score:.3f}{note}")
         return self.evaluation
+
+    def refresh(self) -> None:
+        """Evaluate the picks as they are now; when that is impossible (no reference for
+        this tomogram), clear the table and the missed references rather than keep stale
+        ones."""
+        try:
+            self.evaluate()
+        except ValueError:
+            self.clear()
+
+    def clear(self) -> None:
+        """Forget the last evaluation: an empty table, no missed references."""
+        self.evaluation = None
+        self.table.setRowCount(0)
+        self.score_label.setText("No evaluation: no reference picks for this tomogram.")
+        for layer in list(self.viewer.layers):
+            if layer_meta(layer).get("role") == MISSED:
+                layer.data = np.zeros((0, 3))
 
     def _colour_hits(self, prediction: Prediction, cls: ParticleClass, predicted: pd.DataFrame,
                      reference: pd.DataFrame) -> pd.DataFrame:
@@ -135,24 +166,29 @@ class EvaluationPanel(QGroupBox):
         layer = find_layer(self.viewer, Points, prediction.tomogram, PREDICTED, cls.name)
         if layer is not None and len(layer.data):
             with self.dock.own_changes():
-                layer.border_color = np.where(pred_hit[:, None], transform_color(TP_COLOR),
-                                              transform_color(FP_COLOR))
+                layer.symbol = np.where(pred_hit, TP_SYMBOL, FP_SYMBOL)
         return ref[~ref_hit]
 
     def _show_missed(self, prediction: Prediction, classes: list[ParticleClass],
                      missed: list[pd.DataFrame]) -> None:
         table = pd.concat(missed, ignore_index=True)
         radius = {c.name: c.radius_A for c in classes}
-        data = table[["z", "y", "x"]].to_numpy(float).reshape(-1, 3)
-        sizes = 2 * table["particle_type"].map(radius).to_numpy(float)
+        voxel = prediction.voxel_size  # the layer shares the tomogram's scale
+        data = table[["z", "y", "x"]].to_numpy(float).reshape(-1, 3) / voxel
+        sizes = 2 * table["particle_type"].map(radius).to_numpy(float) / voxel
+        colour = {c.name: c.color for c in classes}
+        colours = transform_color(list(table["particle_type"].map(colour))) if len(table) \
+            else FN_FALLBACK_COLOR
         features = pd.DataFrame({"particle_type": table["particle_type"].to_numpy(str)})
         layer = find_layer(self.viewer, Points, prediction.tomogram, MISSED, None)
         if layer is None:
             layer = self.viewer.add_points(
                 data, name=f"missed references {prediction.tomogram}",
                 size=sizes if len(data) else 10.0,
-                face_color="transparent", border_color=FN_COLOR, border_width=0.12,
-                features=features, translate=tuple(prediction.origin), units="angstrom",
+                face_color="transparent", border_color=colours, border_width=0.12,
+                symbol=FN_SYMBOL,
+                features=features, translate=tuple(prediction.origin), scale=(voxel,) * 3,
+                units="angstrom",
                 projection_mode="rescale_spherical",  # as the picks layers
                 metadata={META: {"tomogram": prediction.tomogram, "role": MISSED}})
         else:
@@ -160,7 +196,8 @@ class EvaluationPanel(QGroupBox):
             layer.features = features
             if len(data):
                 layer.size = sizes
-                layer.border_color = FN_COLOR
+                layer.border_color = colours
+                layer.symbol = FN_SYMBOL
 
     def _fill_table(self, evaluation: Evaluation) -> None:
         rows = evaluation.per_class.to_dict(orient="records")
@@ -178,6 +215,4 @@ class EvaluationPanel(QGroupBox):
                            QTableWidgetItem(f"{evaluation.score:.3f}"))
         self.table.resizeColumnsToContents()
         self.table.resizeRowsToContents()
-        height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth() + sum(
-            self.table.rowHeight(r) for r in range(self.table.rowCount()))
-        self.table.setMinimumHeight(min(height + 16, 320))  # + room for a scroll bar
+        fit_table_height(self.table)

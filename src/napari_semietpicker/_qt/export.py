@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QPushButton
 
+from .._writer import write_per_group
 from ..io.formats import write_picks
 
 if TYPE_CHECKING:
@@ -18,7 +19,9 @@ ALL_CLASSES = "all classes"
 #: (label, format for io.formats.write_picks, file suffix)
 EXPORT_FORMATS = (("CZII CSV", "csv", ".csv"), ("RELION 5 STAR", "relion5", ".star"),
                   ("RELION 4 STAR", "relion4", ".star"), ("coords", "coords", ".coords"),
-                  ("copick picks JSON (one class)", "copick", ".json"))
+                  ("copick picks JSON", "copick", ".json"))
+#: Formats that hold one class per file: exporting several writes one file per class.
+ONE_CLASS_FORMATS = ("coords", "copick")
 
 
 class ExportPanel(QGroupBox):
@@ -27,6 +30,7 @@ class ExportPanel(QGroupBox):
     def __init__(self, dock: PredictionWidget) -> None:
         super().__init__("Export")
         self.dock = dock
+        self.written: list[str] = []  # the files of the last export
         layout = QHBoxLayout(self)
         self.scope_combo = QComboBox()
         self.format_combo = QComboBox()
@@ -45,12 +49,20 @@ class ExportPanel(QGroupBox):
 
     def export(self, path: str | Path, format: str = "csv", class_name: str | None = None
                ) -> pd.DataFrame:
-        """Write the current picks (one class or all) to ``path``; keeps ``<name>.bak``."""
+        """Write the current picks (one class or all) to ``path``; keeps ``<name>.bak``.
+
+        Formats of one class per file (.coords, copick JSON) write ``<stem>_<class>`` files
+        when several classes are exported, as File > Save does; ``written`` lists them.
+        """
         prediction = self.dock.current
         picks = self.dock.predicted_picks(class_name)
-        write_picks(picks, path, format=format, voxel_size=prediction.voxel_size,
-                    shape_by_experiment={prediction.tomogram: prediction.shape},
-                    keep_previous=True)
+        options = {"format": format, "voxel_size": prediction.voxel_size,
+                   "shape_by_experiment": {prediction.tomogram: prediction.shape}}
+        if format in ONE_CLASS_FORMATS:
+            self.written = write_per_group(picks, Path(path), ["particle_type"], **options)
+        else:
+            write_picks(picks, path, keep_previous=True, **options)
+            self.written = [str(path)]
         return picks
 
     def _choose_export(self) -> None:
@@ -64,4 +76,4 @@ class ExportPanel(QGroupBox):
         except (ValueError, OSError) as err:
             self.dock.status.say(f"Export failed: {err}", error=True)
             return
-        self.dock.status.say(f"Wrote {len(picks)} picks to {path}")
+        self.dock.status.say(f"Wrote {len(picks)} picks to {', '.join(self.written)}")

@@ -15,7 +15,11 @@ def open_napari() -> int:
 
 
 def populate_viewer(viewer: napari.Viewer) -> list:
-    """Load the sample tomogram with its reference picks and add the plugin's docks."""
+    """Load the sample tomogram with its reference picks and add the plugin's docks as tabs
+    of one dock area (stacked, they need about twice a laptop screen's height); the
+    annotation dock is the tab shown first."""
     viewer.open_sample("napari-semietpicker", "simulated")
-    return [viewer.window.add_plugin_dock_widget("napari-semietpicker", name)[1]
-            for name in DOCKS]
+    added = [viewer.window.add_plugin_dock_widget("napari-semietpicker", name, tabify=True)
+             for name in DOCKS]
+    added[0][0].raise_()
+    return [widget for _, widget in added]

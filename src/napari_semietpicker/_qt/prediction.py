@@ -10,7 +10,6 @@ of their own.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,16 +19,15 @@ import napari
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Layer, Points
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -41,6 +39,7 @@ from ..predict import PredictConfig
 from ._layer_tools import (
     HEATMAP,
     add_points_layer,
+    align_tomogram_layers,
     find_layer,
     image_tomogram,
     layer_meta,
@@ -48,15 +47,19 @@ from ._layer_tools import (
     layer_picks,
     role_layers,
     show_heatmap,
+    to_layer_data,
     tomogram_images,
     tomogram_name,
+    world_points,
 )
-from ._widgets import DEVICES, Relay, StatusLabel, folder_row, set_combo_items
+from ._widgets import Relay, StatusLabel, folder_row, scrolled_layout, set_combo_items
 from .corrections import USER_POINT, Edits, Prediction, merge_into_labels
 from .evaluation import EvaluationPanel
 from .export import ExportPanel
+from .lifecycle import BackgroundJob, DockLifecycle
 from .predict_job import run_prediction
 from .thresholds import ThresholdRows
+from .train_job import available_devices
 from .training import TrainingWidget
 
 
@@ -69,21 +72,22 @@ class PredictionWidget(QWidget):
         self.predictions: dict[str, Prediction] = {}
         self.last_repick_ms: float | None = None
         self._model_cache: tuple | None = None  # (dir, mtime, device, model, card)
-        self._worker = None
+        self._worker: BackgroundJob | None = None
         self._job: tuple | None = None
-        self._stop = threading.Event()
         self._updating = False
+        self._linked_docks: list[TrainingWidget] = []  # whose model_ready is connected
         self._relay = Relay(self)
         self._relay.progress.connect(self._on_progress)
+        self.lifecycle = DockLifecycle(self, self._on_dock_closed)
         self._build()
-        self.viewer.layers.events.inserted.connect(self._refresh_images)
-        self.viewer.layers.events.removed.connect(self._refresh_images)
+        self.lifecycle.connect(self.viewer.layers.events.inserted, self._refresh_images)
+        self.lifecycle.connect(self.viewer.layers.events.removed, self._refresh_images)
         self._refresh_images()
         self._link_training_dock()
 
     # -- layout ------------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)
         form = QFormLayout()
         model_row, self.model_edit = folder_row(
             "model folder (or train one in the Training dock)", "Model folder")
@@ -100,7 +104,7 @@ class PredictionWidget(QWidget):
         self.tta_check = QCheckBox("test-time flips (4 views, slower)")
         form.addRow(self.tta_check)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
+        self.device_combo.addItems(available_devices())
         form.addRow("Device", self.device_combo)
         layout.addLayout(form)
         buttons = QHBoxLayout()
@@ -108,7 +112,7 @@ class PredictionWidget(QWidget):
         self.predict_button.clicked.connect(self.predict)
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self._stop.set)
+        self.stop_button.clicked.connect(self._stop_prediction)
         buttons.addWidget(self.predict_button)
         buttons.addWidget(self.stop_button)
         layout.addLayout(buttons)
@@ -148,6 +152,7 @@ class PredictionWidget(QWidget):
         self.status.say(text, error)
 
     def _refresh_images(self, event: object = None) -> None:
+        align_tomogram_layers(self.viewer)
         names = [image.name for image in tomogram_images(self.viewer)]
         if set_combo_items(self.image_combo, names) != self.image_combo.currentText():
             self._show_current()
@@ -172,10 +177,11 @@ class PredictionWidget(QWidget):
 
     def _link_training_dock(self) -> TrainingWidget | None:
         dock = self._training_dock()
-        if dock is not None:
-            dock.model_ready.connect(self._on_model_ready, unique=True)
-            if dock.last_model_dir is not None and not self.model_edit.text():
-                self.model_edit.setText(str(dock.last_model_dir))
+        if dock is not None and not any(d is dock for d in self._linked_docks):
+            self._linked_docks.append(dock)
+            self.lifecycle.connect(dock.model_ready, self._on_model_ready)
+        if dock is not None and dock.last_model_dir is not None and not self.model_edit.text():
+            self.model_edit.setText(str(dock.last_model_dir))
         return dock
 
     def _on_model_ready(self, model_dir: str) -> None:
@@ -217,17 +223,20 @@ class PredictionWidget(QWidget):
         cached = self._model_cache[3:] if self._model_cache and self._model_cache[:3] == key \
             else None
         config = PredictConfig(window=self.window_spin.value(), tta=self.tta_check.isChecked())
-        self._stop.clear()
         self.predict_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.progress_bar.setFormat("loading…")
         self._say(f"Picking {tomogram.name} with {model_dir.name}…")
         self._job = (key, image, tomogram)
-        self._worker = create_worker(
-            run_prediction, model_dir, cached, tomogram, config, device,
-            lambda done, total: self._relay.progress.emit((done, total)), self._stop.is_set,
-            _connect={"returned": self._on_predicted, "errored": self._on_error,
-                      "finished": self._on_finished})
+        self._worker = BackgroundJob(
+            "prediction", run_prediction, model_dir, cached, tomogram, config, device,
+            lambda done, total: self._relay.progress.emit((done, total)),
+            on_returned=self._on_predicted, on_error=self._on_error,
+            on_finished=self._on_finished)
+
+    def _stop_prediction(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
 
     def _on_progress(self, report: tuple[int, int]) -> None:
         done, total = report
@@ -257,11 +266,11 @@ class PredictionWidget(QWidget):
             name, key[0], card, peaks, layer_origin(image), tomogram.voxel_size,
             tomogram.shape, card.class_thresholds(),
             {c.name: Edits() for c in card.classes})
-        self.evaluation = None
         self._add_layers(self.predictions[name], heat)
         self._show_current()
         for cls in card.classes:
             self.repick(cls.name, self.predictions[name])
+        self._refresh_evaluation()  # the table and missed references follow the new model
         self.progress_bar.setFormat("done")
         note = f"; {lost} earlier correction(s) were replaced" if lost else ""
         self._say(f"{name}: {len(peaks.picks)} candidate peaks; move the thresholds, correct "
@@ -272,10 +281,12 @@ class PredictionWidget(QWidget):
         for c, cls in enumerate(prediction.card.classes):
             show_heatmap(self.viewer, prediction.card, c, prediction.tomogram,
                          prediction.origin, heat[c], prediction.cache.heatmap_grid)
-            if self._find(Points, prediction.tomogram, PREDICTED, cls.name) is None:
+            points = self._find(Points, prediction.tomogram, PREDICTED, cls.name)
+            if points is None:
                 points = add_points_layer(self.viewer, empty_picks(), cls, prediction.tomogram,
                                           PREDICTED, prediction.origin)
-                points.events.data.connect(self._on_points_edited)
+                self.lifecycle.connect(points.events.data, self._on_points_edited)
+            points.visible = True  # hidden when they last became labels
 
     def _find(self, kind: type, tomogram: str, role: str, class_name: str | None
               ) -> Layer | None:
@@ -313,11 +324,7 @@ class PredictionWidget(QWidget):
             return
         start = time.perf_counter()
         self.repick(class_name)
-        if self.evaluation is not None:
-            try:
-                self.evaluate()
-            except ValueError:
-                self.evaluation = None
+        self._refresh_evaluation()
         self.last_repick_ms = (time.perf_counter() - start) * 1000
         self._say(f"{class_name}: threshold {value:.2f}, re-picked in "
                   f"{self.last_repick_ms:.1f} ms")
@@ -348,11 +355,12 @@ class PredictionWidget(QWidget):
         cls = next(c for c in prediction.card.classes if c.name == class_name)
         with self.own_changes():
             layer.selected_data = set()
-            layer.data = world - np.asarray(layer.translate[-3:])
+            layer.data = to_layer_data(layer, world)
             layer.features = features
             layer.feature_defaults = {"score": 1.0, "peak": USER_POINT}
             layer.border_color = cls.color
             layer.current_border_color = cls.color
+            layer.symbol = "disc"  # until evaluated (hit or false pick)
         self._update_counts()
 
     def _on_points_edited(self, event: object) -> None:
@@ -365,7 +373,7 @@ class PredictionWidget(QWidget):
         prediction = self.predictions.get(meta.get("tomogram"))
         if prediction is None or meta.get("class") not in prediction.edits:
             return
-        world = np.asarray(layer.data, float).reshape(-1, 3) + np.asarray(layer.translate[-3:])
+        world = world_points(layer)
         features = layer.features
         if str(event.action) == "added" and len(world):
             # New points copy the features of the last selected point (napari's "current
@@ -376,6 +384,8 @@ class PredictionWidget(QWidget):
         peaks = features["peak"].fillna(USER_POINT).to_numpy(int)
         prediction.record_edits(meta["class"], world, peaks)
         self._update_counts()
+        if prediction is self.current:
+            self._refresh_evaluation()  # a point added after evaluating is counted
 
     def _update_counts(self) -> None:
         prediction = self.current
@@ -412,13 +422,37 @@ class PredictionWidget(QWidget):
             raise ValueError("Predict this tomogram first.")
         return merge_into_labels(self.viewer, prediction)
 
+    def labels_summary(self) -> str:
+        """What "Use corrections as labels" would add: points per class and thresholds."""
+        prediction = self.current
+        if prediction is None:
+            raise ValueError("Predict this tomogram first.")
+        parts = []
+        for cls in prediction.card.classes:
+            layer = self._find(Points, prediction.tomogram, PREDICTED, cls.name)
+            count = 0 if layer is None else len(layer.data)
+            parts.append(f"{cls.name}: {count} (score above "
+                         f"{prediction.thresholds[cls.name]:.2f}, "
+                         f"{prediction.edits[cls.name].count} corrections)")
+        return "\n".join(parts)
+
     def _on_labels_clicked(self) -> None:
         try:
-            added = self.use_corrections_as_labels()
+            summary = self.labels_summary()
         except ValueError as err:
             self._say(str(err), error=True)
             return
         prediction = self.current
+        then = (" and fine-tune the model with them in the Training dock"
+                if self.finetune_check.isChecked() else "")
+        answer = QMessageBox.question(
+            self, "Use corrections as labels",
+            f"Add these picks as labels of {prediction.tomogram}{then}? Picks already there "
+            f"stay; one within half a radius of a label is not added twice.\n\n{summary}")
+        if answer != QMessageBox.Yes:
+            self._say("No labels added.")
+            return
+        added = self.use_corrections_as_labels()
         dock = self._link_training_dock()
         if self.finetune_check.isChecked() and dock is not None and not dock.running:
             started = dock.fine_tune(prediction.model_dir, prediction.tomogram)
@@ -443,6 +477,11 @@ class PredictionWidget(QWidget):
         """Score the current picks, colour them TP/FP, show missed references and a table."""
         return self.evaluation_panel.evaluate()
 
+    def _refresh_evaluation(self) -> None:
+        """Evaluate again after the picks changed, if they were evaluated (else nothing)."""
+        if self.evaluation is not None:
+            self.evaluation_panel.refresh()
+
     def set_reference_file(self, path: str | Path | None) -> None:
         """Evaluate against a picks file instead of reference layers (None: layers again)."""
         self.evaluation_panel.set_reference_file(path)
@@ -456,7 +495,8 @@ class PredictionWidget(QWidget):
         """Write the current picks (one class or all) to ``path``; keeps ``<name>.bak``."""
         return self.export_panel.export(path, format, class_name)
 
-    def closeEvent(self, event: object) -> None:  # noqa: N802 (Qt API)
-        """Closing the dock stops a running prediction."""
-        self._stop.set()
-        super().closeEvent(event)
+    def _on_dock_closed(self) -> None:
+        """The dock or its window closes: stop a running prediction and wait for it."""
+        if self._worker is not None:
+            self._worker.stop_and_wait()
+            self._worker = None

@@ -8,12 +8,14 @@ written into a new folder).
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..classes import ParticleClass
@@ -21,7 +23,9 @@ from ..data import prepare_volume
 from ..geometry import same_voxel_size
 from ..io.formats import read_any_tomogram
 from ..io.tomogram import Tomogram, bin_tomogram
-from ..train import TrainConfig, Trainer, TrainProgress, TrainResult
+from ..losses import reweighted_mse
+from ..model import ModelConfig, build_model
+from ..train import TrainConfig, Trainer, TrainProgress, TrainResult, resolve_device
 
 
 @dataclass
@@ -122,3 +126,43 @@ def copy_model(source: Path, target: Path) -> Path:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
     return target
+
+
+def available_devices() -> list[str]:
+    """The devices this machine has: ``auto``, then ``cuda`` and ``mps`` if present, ``cpu``."""
+    devices = ["auto"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devices.append("mps")
+    return [*devices, "cpu"]
+
+
+def has_accelerator() -> bool:
+    """Whether ``auto`` trains on a GPU (CUDA or Apple MPS) rather than the CPU."""
+    return len(available_devices()) > 2
+
+
+def measure_step_seconds(preset: str, crop: int, batch_size: int, n_classes: int,
+                         device_name: str, should_stop: Callable[[], bool]) -> float:
+    """Seconds one training step (forward, loss, backward, update) takes here: the time of
+    a second step on random crops, after a first one that warms up (for an ETA before
+    Start; the real loop adds data sampling and augmentation, a few percent)."""
+    device = resolve_device(device_name)
+    model = build_model(ModelConfig(n_classes=n_classes, preset=preset)).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(batch_size, 1, crop, crop, crop, device=device)
+    took = 0.0
+    for _ in range(2):
+        if should_stop():
+            break
+        start = time.perf_counter()
+        out = model(x)
+        loss = reweighted_mse(out, torch.rand_like(out))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        took = time.perf_counter() - start
+    return took

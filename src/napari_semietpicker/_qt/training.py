@@ -8,7 +8,6 @@ the event loop runs while training (the viewer must stay responsive).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,8 +15,8 @@ from pathlib import Path
 import napari
 import numpy as np
 import pandas as pd
-from napari.qt.threading import create_worker
 from psygnal import Signal
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -29,7 +28,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -45,18 +43,32 @@ from ._layer_tools import (
     role_layers,
     tomogram_name,
 )
-from ._widgets import DEVICES, LatenessProbe, Relay, StatusLabel, folder_row, format_duration
+from ._widgets import (
+    LatenessProbe,
+    Relay,
+    StatusLabel,
+    folder_row,
+    format_duration,
+    scrolled_layout,
+)
+from .lifecycle import BackgroundJob, DockLifecycle
 from .plots import LossPlot
 from .train_job import (
     TrainJob,
+    available_devices,
     copy_model,
     fine_tune_folder,
+    has_accelerator,
+    measure_step_seconds,
     prepare_fine_tune,
     prepare_resume,
     run_job,
 )
 from .training_sets import TrainingSets, checked_keys
 
+TRAINING = "training"  # the kind of the dock's background jobs
+#: Defaults on a machine without a GPU: a model that trains in minutes.
+CPU_CROP, CPU_BURN_IN = 64, 200
 #: Binning choices of the dock: 1x is the tomograms' own voxel size.
 BIN_FACTORS = (1, 2, 4)
 
@@ -76,20 +88,20 @@ class TrainingWidget(QWidget):
         self.viewer = napari_viewer
         self.last_model_dir: Path | None = None
         self.result: TrainResult | None = None
-        self._worker = None
-        self._stop = threading.Event()
+        self._worker: BackgroundJob | None = None
         self._stop_asked_at: float | None = None
         self.stop_latency_s: float | None = None
         self._job: TrainJob | None = None
         self._relay = Relay(self)
         self._relay.progress.connect(self._on_progress)
         self.probe = LatenessProbe(parent=self)
+        self.lifecycle = DockLifecycle(self, self._on_dock_closed)
         self._build()
 
     # -- layout ----------------------------------------------------------------------------
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
-        self.sets = TrainingSets(self.viewer)
+        layout = scrolled_layout(self)
+        self.sets = TrainingSets(self.viewer, self.lifecycle.connect)
         self.labelled_list = self.sets.labelled_list
         self.unlabelled_list = self.sets.unlabelled_list
         self.add_files_button = self.sets.add_files_button
@@ -125,7 +137,7 @@ class TrainingWidget(QWidget):
         self.lr_spin.setToolTip("peak learning rate (Adam; warm-up, then cosine decay)")
         form.addRow("Learning rate", self.lr_spin)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
+        self.device_combo.addItems(available_devices())  # only devices this machine has
         form.addRow("Device", self.device_combo)
         folder, self.folder_edit = folder_row("new folder under ~/semietpicker-models",
                                               "Model folder")
@@ -143,6 +155,24 @@ class TrainingWidget(QWidget):
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
         layout.addLayout(buttons)
+        self.eta_label = StatusLabel("")
+        self.eta_label.setToolTip("a step timed on this machine with these settings")
+        layout.addWidget(self.eta_label)
+        if not has_accelerator():
+            self._use_cpu_defaults()
+        self._estimates: dict[tuple, float] = {}
+        self._estimate_job: BackgroundJob | None = None
+        self._estimate_timer = QTimer(self)
+        self._estimate_timer.setSingleShot(True)
+        self._estimate_timer.setInterval(500)
+        self._estimate_timer.timeout.connect(self.estimate_eta)
+        for combo in (self.preset_combo, self.device_combo):
+            combo.currentTextChanged.connect(lambda _: self._estimate_soon())
+        for spin in (self.crop_spin, self.batch_spin):
+            spin.valueChanged.connect(lambda _: self._estimate_soon())
+        for spin in (self.burnin_spin, self.cotrain_spin):
+            spin.valueChanged.connect(lambda _: self._show_eta())
+        self.unlabelled_list.itemChanged.connect(lambda _: self._follow_unlabelled_ticks())
         self.progress_bar = QProgressBar()
         self.progress_bar.setFormat("idle")
         self.progress_bar.setValue(0)
@@ -160,6 +190,72 @@ class TrainingWidget(QWidget):
         model_buttons.addWidget(self.load_button)
         layout.addLayout(model_buttons)
         layout.addStretch()
+
+    def _use_cpu_defaults(self) -> None:
+        """No GPU: the fast setting (2x binning, light network, 64-voxel crops, a few hundred
+        steps); the ETA below Start says how long it takes here."""
+        self.bin_combo.setCurrentText("2x")
+        self.preset_combo.setCurrentText("light")
+        self.crop_spin.setValue(CPU_CROP)
+        self.burnin_spin.setValue(CPU_BURN_IN)
+        self.device_combo.setCurrentText("cpu")
+
+    def _follow_unlabelled_ticks(self) -> None:
+        """Ticking unlabelled tomograms turns co-training on (untick all: off again)."""
+        ticked = bool(self._checked(self.unlabelled_list))
+        if ticked and self.cotrain_spin.value() == 0:
+            self.cotrain_spin.setValue(max(1, self.burnin_spin.value() // 2))
+        elif not ticked and self.cotrain_spin.value():
+            self.cotrain_spin.setValue(0)
+
+    def showEvent(self, event: object) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        self._estimate_soon()
+
+    def _estimate_key(self) -> tuple:
+        """The settings a step's time depends on (the class count barely: the six CZII)."""
+        return (self.preset_combo.currentText(), self.crop_spin.value(),
+                self.batch_spin.value(), 6, self.device_combo.currentText())
+
+    def _estimate_soon(self) -> None:
+        if not self.lifecycle.closed:
+            self._estimate_timer.start()
+
+    def estimate_eta(self) -> bool:
+        """Time one training step with the dock's settings in a worker (for the ETA shown
+        before Start); False when not needed now (known already, busy, or training)."""
+        key = self._estimate_key()
+        if key in self._estimates:
+            self._show_eta()
+            return False
+        if self.running or self._estimate_job is not None:
+            return False
+        self.eta_label.say("Timing a training step with these settings…")
+
+        def done(seconds: float) -> None:
+            self._estimates[key] = seconds
+            self._show_eta()
+
+        self._estimate_job = BackgroundJob(
+            "estimate", measure_step_seconds, *key, on_returned=done,
+            on_error=lambda err: self.eta_label.say(f"No ETA: {err}"),
+            on_finished=self._on_estimated)
+        return True
+
+    def _on_estimated(self) -> None:
+        self._estimate_job = None
+        if self._estimate_key() not in self._estimates:
+            self._estimate_soon()  # the settings changed meanwhile
+
+    def _show_eta(self) -> None:
+        seconds = self._estimates.get(self._estimate_key())
+        if seconds is None or self.running:
+            return
+        steps = self.burnin_spin.value() + self.cotrain_spin.value()
+        # a co-training step also runs the teacher on four views: about twice the cost
+        total = seconds * (self.burnin_spin.value() + 2 * self.cotrain_spin.value())
+        self.eta_label.say(f"ETA about {format_duration(total)} for {steps} steps here "
+                           f"({seconds:.2f} s per step, {self.device_combo.currentText()})")
 
     @staticmethod
     def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
@@ -250,6 +346,10 @@ class TrainingWidget(QWidget):
         """
         if self.running:
             return False
+        if BackgroundJob.running(TRAINING):
+            self._say("A training started from a closed Training dock is still saving its "
+                      "model; press Start again in a moment.", error=True)
+            return False
         try:
             job = self.collect_job(init_from)
         except (ValueError, FileNotFoundError) as err:
@@ -259,7 +359,6 @@ class TrainingWidget(QWidget):
             self._say(f"Kept the model in {job.out_dir}: choose another folder, or tick "
                       "'continue training'.")
             return False
-        self._stop.clear()
         self._stop_asked_at = None
         self.result = None
         self.loss_plot.clear()
@@ -274,10 +373,9 @@ class TrainingWidget(QWidget):
                   f"tomogram(s) into {job.out_dir}{notes}")
         self._job = job
         self.probe.start()
-        self._worker = create_worker(
-            run_job, job, self._relay.progress.emit, self._stop.is_set,
-            _connect={"returned": self._on_returned, "errored": self._on_error,
-                      "finished": self._on_finished})
+        self._worker = BackgroundJob(TRAINING, run_job, job, self._relay.progress.emit,
+                                     on_returned=self._on_returned, on_error=self._on_error,
+                                     on_finished=self._on_finished)
         return True
 
     def _confirm_replace(self, job: TrainJob) -> bool:
@@ -290,9 +388,9 @@ class TrainingWidget(QWidget):
 
     def stop(self) -> None:
         """Ask the training loop to stop after the current step; it saves the model."""
-        if self.running and not self._stop.is_set():
+        if self._worker is not None and not self._worker.stop_flag.is_set():
             self._stop_asked_at = time.perf_counter()
-            self._stop.set()
+            self._worker.stop()
             self.stop_button.setEnabled(False)
             self.progress_bar.setFormat("stopping…")
 
@@ -305,7 +403,7 @@ class TrainingWidget(QWidget):
     def _on_progress(self, report: TrainProgress) -> None:
         self.progress_bar.setMaximum(report.total_steps)
         self.progress_bar.setValue(report.step)
-        if not self._stop.is_set():
+        if self._worker is not None and not self._worker.stop_flag.is_set():
             self.progress_bar.setFormat(
                 f"{report.phase} %v/%m · loss {report.loss:.4g} · ETA "
                 f"{format_duration(report.eta_s)}")
@@ -394,7 +492,14 @@ class TrainingWidget(QWidget):
         except (ValueError, OSError) as err:
             self._say(str(err), error=True)
 
-    def closeEvent(self, event: object) -> None:  # noqa: N802 (Qt API)
-        """Closing the dock stops a running training (it still saves its model)."""
-        self._stop.set()
-        super().closeEvent(event)
+    def _on_dock_closed(self) -> None:
+        """The dock or its window closes: stop a running training and wait until it has
+        saved its model, so that nothing reports into widgets that are going away."""
+        self.probe.stop()
+        self._estimate_timer.stop()
+        if self._estimate_job is not None:
+            self._estimate_job.stop_and_wait()
+            self._estimate_job = None
+        if self._worker is not None:
+            self._worker.stop_and_wait()
+            self._worker = None

@@ -3,7 +3,7 @@ ones (viewer images or files) ticked in two lists, and the classes their picks s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import napari
@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 from ..io.tomogram import Tomogram
 from ..layers import PICKS
 from ._layer_tools import (
+    align_tomogram_layers,
     classes_of_layers,
     image_tomogram,
     layer_meta,
@@ -49,15 +50,20 @@ def _add_item(widget: QListWidget, text: str, key: str, ticked: bool) -> QListWi
 class TrainingSets(QWidget):
     """Two ticked lists of tomograms (labelled, unlabelled) that follow the viewer's layers."""
 
-    def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+    def __init__(self, viewer: napari.Viewer, connect: Callable[[object, Callable], None],
+                 parent: QWidget | None = None) -> None:
+        """``connect(event, callback)`` connects viewer events for the owning dock, which
+        disconnects them when it closes."""
         super().__init__(parent)
         self.viewer = viewer
+        self._connect = connect
         self.files: list[Path] = []
+        self._picks_count: dict[str, int] = {}  # picks of each listed tomogram, last refresh
         self._build()
         for layer in self.viewer.layers:
             self._watch(layer)
-        self.viewer.layers.events.inserted.connect(self._on_layers_changed)
-        self.viewer.layers.events.removed.connect(self._on_layers_changed)
+        connect(self.viewer.layers.events.inserted, self._on_layers_changed)
+        connect(self.viewer.layers.events.removed, self._on_layers_changed)
         self.refresh()
 
     def _build(self) -> None:
@@ -82,12 +88,13 @@ class TrainingSets(QWidget):
     # -- following the layers -------------------------------------------------------------------
     def _watch(self, layer: object) -> None:
         """Follow renames of a layer and point additions/deletions of picks layers."""
-        layer.events.name.connect(self.refresh)
+        self._connect(layer.events.name, self.refresh)
         if isinstance(layer, Points) and layer_meta(layer).get("role") == PICKS:
-            layer.events.data.connect(self._on_picks_edited)
+            self._connect(layer.events.data, self._on_picks_edited)
 
     def _on_layers_changed(self, event: object) -> None:
         if event.type == "inserted":
+            align_tomogram_layers(self.viewer)
             self._watch(event.value)
         self.refresh()
 
@@ -98,8 +105,9 @@ class TrainingSets(QWidget):
     def refresh(self, event: object = None) -> None:
         """Rebuild the tomogram lists from the viewer's layers, keeping the user's ticks.
 
-        A tomogram seen for the first time is ticked as labelled if it has picks; a file
-        added for the first time is ticked as unlabelled.
+        A tomogram is ticked as labelled when it gains its first picks (listed with picks,
+        or picks clicked into a listed one); unticking it is then respected. A file added
+        for the first time is ticked as unlabelled.
         """
         was_labelled = checked_keys(self.labelled_list)
         was_unlabelled = checked_keys(self.unlabelled_list)
@@ -114,9 +122,10 @@ class TrainingSets(QWidget):
             counts = ", ".join(f"{layer_meta(p)['class']} {len(p.data)}" for p in layers)
             text = f"{image.name}: {total} picks ({counts})" if layers else \
                 f"{image.name}: no picks layers"
-            new = image.name not in listed
+            gained = total > 0 and self._picks_count.get(image.name, 0) == 0
+            self._picks_count[image.name] = total
             _add_item(self.labelled_list, text, image.name,
-                      image.name in was_labelled or (new and total > 0))
+                      image.name in was_labelled or gained)
             _add_item(self.unlabelled_list, image.name, image.name,
                       image.name in was_unlabelled)
         for path in self.files:
