@@ -123,9 +123,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         steps=args.steps, cotrain_steps=cotrain_steps, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, preset=args.preset, seed=args.seed, device=args.device,
-        checkpoint_every=args.checkpoint_every, ema_alpha=args.ema_alpha,
-        unlabelled_weight=args.unlabeled_weight,
-        multi_view=mode.get("multi_view", True), dropblock=mode.get("dropblock", True))
+        checkpoint_every=args.checkpoint_every, unlabelled_weight=args.unlabeled_weight,
+        multi_view=mode.get("multi_view", True), dropblock=mode.get("dropblock", True),
+        auto_thresholds=args.auto_thresholds,
+        **{name: value for name, value in (("ema_alpha", args.ema_alpha),
+                                           ("ema_schedule", args.ema_schedule),
+                                           ("unlabelled_rampup", args.unlabeled_rampup))
+           if value is not None})  # unset: TrainConfig's defaults
     trainer = Trainer(config, classes, labelled, args.out, unlabelled, resume=args.resume)
     interrupted = []
 
@@ -169,7 +173,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, card = load_model(args.model, device)
     config = PredictConfig(window=args.window, overlap=args.overlap, tta=args.tta,
                            batch_size=args.batch_size)
-    thresholds = args.threshold if args.threshold is not None else card.class_thresholds()
+    thresholds = args.threshold if args.threshold is not None else {
+        **card.class_thresholds(), **_class_thresholds(args.class_threshold, card.classes)}
     tomograms = _tomograms(args, args.tomograms, args.runs)
     if not tomograms:
         raise ValueError("give tomograms to pick, or --copick (with --runs, or all runs)")
@@ -198,6 +203,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                          for c in card.classes))
         print(f"wrote {len(merged)} picks to {args.out}")
     return 0
+
+
+def _class_thresholds(items: Sequence[str], classes) -> dict[str, float]:
+    """``CLASS=VALUE`` items as thresholds; unknown classes and bad values are refused."""
+    names = [c.name for c in classes]
+    thresholds = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in names:
+            raise ValueError(f"--class-threshold {item}: the model has no class {name!r} "
+                             f"(it has {', '.join(names)})")
+        try:
+            thresholds[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--class-threshold {item}: expected CLASS=NUMBER") from None
+    return thresholds
 
 
 # -- evaluate --------------------------------------------------------------------------
@@ -311,8 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--crop", type=int, default=96, help="training crop side (voxels)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--ema-alpha", type=float, default=1e-3, help="teacher EMA rate per step")
+    p.add_argument("--ema-alpha", type=float, default=None,
+                   help="teacher EMA rate per step; with the ramp schedule its floor "
+                        "(default 0.01)")
+    p.add_argument("--ema-schedule", choices=["ramp", "constant"], default=None,
+                   help="ramp (default): rate max(1/(t+1), alpha), the teacher follows early; "
+                        "constant: alpha every step (the paper)")
     p.add_argument("--unlabeled-weight", type=float, default=1.0, help="w of the consistency loss")
+    p.add_argument("--unlabeled-rampup", type=int, default=None,
+                   help="co-training steps over which w ramps up from ~0 (default 100; 0: none)")
+    p.add_argument("--no-auto-thresholds", dest="auto_thresholds", action="store_false",
+                   help="keep the model's thresholds instead of choosing per-class ones on the "
+                        "labelled tomograms after training")
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     _add_source_options(p)
@@ -332,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", default="0", help="copick: session id of written picks")
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for all classes (default: the model's per class)")
+    p.add_argument("--class-threshold", nargs="+", default=[], metavar="CLASS=VALUE",
+                   help="score threshold of some classes, e.g. ribosome=0.5 (the others keep "
+                        "the model's, which training chose on the labelled tomograms)")
     p.add_argument("--tta", action="store_true", help="average flips along z, y and x")
     p.add_argument("--heatmaps", default=None, help="folder for per-class heatmap MRC files")
     p.add_argument("--device", default="auto")
