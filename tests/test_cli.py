@@ -110,3 +110,16 @@ def test_train_chooses_thresholds_and_predict_overrides_some(simulated, tmp_path
     assert main(["-q", "predict", str(tmp_path / "auto"), tomograms[2], "--out",
                  str(tmp_path / "x.csv"), "--class-threshold", "ribosom=0.5"]) == 2
     assert "the model has no class 'ribosom'" in capsys.readouterr().err
+
+
+def test_match_tunes_thresholds_on_labelled_tomograms(simulated, tmp_path, capsys):
+    tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
+    out = tmp_path / "tm.csv"
+    assert main(["-q", "match", tomograms[2], "--out", str(out), "--rotations", "2",
+                 "--labelled", *tomograms[:2], "--picks", str(simulated / "picks.csv")]) == 0
+    text = capsys.readouterr().out
+    assert "thresholds tuned on the labelled tomograms: apo-ferritin" in text
+    table = read_picks(out)
+    assert set(table["experiment"]) == {"sim_002"} and (table["score"] > 0).all()
+    assert main(["-q", "match", tomograms[2], "--out", str(out), "--labelled", tomograms[0]]) == 2
+    assert "go together" in capsys.readouterr().err
