@@ -78,3 +78,23 @@ def test_training_stores_thresholds_chosen_on_its_labels(blob_set, tmp_path):
     assert set(card.thresholds) == {"big", "small"}
     assert all(PEAK_FLOOR <= v <= 1.0 for v in card.thresholds.values())
     assert card.history["thresholds_chosen_on"] == [v.name for v in labelled]
+
+
+def test_false_positives_on_a_labelled_tomogram_without_particles_count():
+    # run a: hits 0.6-0.9, misses <= 0.4 (best 0.5); run b has no particles but a miss at
+    # 0.7: counted, the threshold must rise above it (between 0.7 and the hit at 0.8).
+    cand_a, ref = scored_run("a", [0.6, 0.8, 0.9], [0.1, 0.4])
+    cand_b = picks_from_positions(np.array([[100.0, 100.0, 100.0]]), "b", "p", [0.7])
+    cand = pd.concat([cand_a, cand_b], ignore_index=True)
+    assert choose_thresholds(cand, ref, [CLS], 1.0)["p"] == pytest.approx(0.5)
+    # Folds: chosen on b alone (no particle) says nothing and is skipped; chosen on a: 0.5.
+    assert choose_thresholds(cand, ref, [CLS], 1.0, runs=["a", "b"])["p"] == pytest.approx(0.5)
+    # With three runs b is pooled with c: its false positive at 0.7 counts, but keeping the
+    # hit at 0.6 still pays.
+    cand_c, ref_c = scored_run("c", [0.6, 0.8, 0.9], [0.1, 0.4], seed=2)
+    cand = pd.concat([cand, cand_c], ignore_index=True)
+    ref = pd.concat([ref, ref_c], ignore_index=True)
+    assert choose_thresholds(cand, ref, [CLS], 1.0, runs=["a", "b", "c"])["p"] == pytest.approx(
+        0.5)
+    no_particles = ParticleClass("q", 100.0, 1.0)
+    assert choose_thresholds(cand, ref, [no_particles], runs=["a", "b"])["q"] == 1.0

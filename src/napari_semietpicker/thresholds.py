@@ -99,15 +99,18 @@ def best_threshold(curve: ThresholdCurve, beta: float, floor: float = 0.0) -> fl
 
 def choose_thresholds(candidates: pd.DataFrame, references: pd.DataFrame,
                       classes: Sequence[ParticleClass], beta: float = CZII_BETA,
-                      floor: float = 0.0) -> dict[str, float]:
+                      floor: float = 0.0, runs: Sequence[str] | None = None
+                      ) -> dict[str, float]:
     """Per-class thresholds from scored candidate picks on labelled tomograms.
 
     ``candidates``: picks table with a ``score`` column (e.g. a :class:`PeakCache`'s picks
     of every labelled tomogram); ``references``: the labelled picks. Tomograms are the
-    experiments of ``references``; with two or more, thresholds are cross-validated
-    (chosen on all others, for each one; the median kept).
+    experiments of ``references`` unless ``runs`` names them (a labelled tomogram without
+    particles still counts its false positives); with two or more, thresholds are
+    cross-validated (chosen on all others, for each one; the median kept). A class
+    without labelled particles gets 1.0: the model has learned to find nothing there.
     """
-    runs = sorted(set(references["experiment"]))
+    runs = sorted(set(references["experiment"]) if runs is None else set(runs))
     if not runs:
         raise ValueError("choosing thresholds needs labelled tomograms with picks")
     folds = [[r for r in runs if r != held_out] for held_out in runs] if len(runs) > 1 \
@@ -116,8 +119,13 @@ def choose_thresholds(candidates: pd.DataFrame, references: pd.DataFrame,
     for cls in classes:
         per_run = {run: _run_candidates(candidates, references, run, cls.name) for run in runs}
         distance = CZII_DISTANCE_FACTOR * cls.radius_A
+        # A fold without particles of the class says nothing about where its hits score.
+        informative = [fold for fold in folds if any(len(per_run[r][2]) for r in fold)]
+        if not informative:  # no labelled particle: every pick would be a false positive
+            chosen[cls.name] = 1.0
+            continue
         fold_thresholds = [best_threshold(class_curve([per_run[r] for r in fold], distance),
-                                          beta, floor) for fold in folds]
+                                          beta, floor) for fold in informative]
         chosen[cls.name] = float(np.clip(np.median(fold_thresholds), 0.0, 1.0))
     return chosen
 
@@ -153,4 +161,5 @@ def tune_model_thresholds(model: torch.nn.Module, card: ModelCard, volumes: Sequ
                              v.voxel_size, volume_shape=v.data.shape).picks
          for v in labelled], ignore_index=True)
     return choose_thresholds(candidates, labelled_references(labelled, card.classes),
-                             card.classes, beta, floor=PEAK_FLOOR)
+                             card.classes, beta, floor=PEAK_FLOOR,
+                             runs=[v.name for v in labelled])
