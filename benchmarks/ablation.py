@@ -56,12 +56,20 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def score_model(model_dir: Path, tomograms, truth: pd.DataFrame, classes, threshold: float,
-                device) -> dict:
+def score_model(model_dir: Path, tomograms, truth: pd.DataFrame, classes,
+                threshold: float | None, device) -> dict:
+    """Per-class F1@0.5r, mean F1 and CZII score on ``tomograms``; ``threshold`` None uses
+    the model's own per-class thresholds."""
     model, card = load_model(model_dir, device)
-    tables = [pick_tomogram(model, card, t, PredictConfig(window=128), device)[0].at(threshold)
+    limit = card.class_thresholds() if threshold is None else threshold
+    tables = [pick_tomogram(model, card, t, PredictConfig(window=128), device)[0].at(limit)
               for t in tomograms]
-    result = evaluate(pd.concat(tables, ignore_index=True), truth, classes)
+    return score_picks(pd.concat(tables, ignore_index=True), truth, classes)
+
+
+def score_picks(picks: pd.DataFrame, truth: pd.DataFrame, classes) -> dict:
+    """Per-class F1@0.5r, mean F1 and CZII score of a picks table."""
+    result = evaluate(picks, truth, classes)
     row = {f"{c}": f for c, f in zip(result.per_class["particle_type"],
                                       result.per_class["f1_0.5"])}
     row.update({"F1@0.5": result.mean_f1[0.5], "F1@0.75": result.mean_f1[0.75],

@@ -87,3 +87,39 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys):
     assert "error" in err and "config.json" in err
     code = main(["evaluate", str(tmp_path / "missing.csv"), str(junk)])
     assert code == 2 and "missing.csv" in capsys.readouterr().err
+
+
+def test_train_chooses_thresholds_and_predict_overrides_some(simulated, tmp_path, capsys):
+    tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
+    args = ["-q", "train", "--tomograms", *tomograms[:2], "--picks",
+            str(simulated / "picks.csv"), "--preset", "tiny", "--crop", "64", "--steps", "2",
+            "--cotrain-steps", "0"]
+    assert main([*args, "--out", str(tmp_path / "manual"), "--no-auto-thresholds"]) == 0
+    assert load_card(tmp_path / "manual").thresholds == {}
+    assert main([*args, "--out", str(tmp_path / "auto")]) == 0
+    card = load_card(tmp_path / "auto")
+    assert set(card.thresholds) == {c.name for c in card.classes}
+    preds = tmp_path / "preds.csv"
+    assert main(["-q", "predict", str(tmp_path / "auto"), tomograms[2], "--out", str(preds),
+                 "--class-threshold", "ribosome=1.0"]) == 0
+    table = read_picks(preds)
+    assert "ribosome" not in set(table["particle_type"])  # no heatmap reaches 1.0 here
+    low = min(card.thresholds.values())
+    assert (table["score"] >= low).all()
+    capsys.readouterr()
+    assert main(["-q", "predict", str(tmp_path / "auto"), tomograms[2], "--out",
+                 str(tmp_path / "x.csv"), "--class-threshold", "ribosom=0.5"]) == 2
+    assert "the model has no class 'ribosom'" in capsys.readouterr().err
+
+
+def test_match_tunes_thresholds_on_labelled_tomograms(simulated, tmp_path, capsys):
+    tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
+    out = tmp_path / "tm.csv"
+    assert main(["-q", "match", tomograms[2], "--out", str(out), "--rotations", "2",
+                 "--labelled", *tomograms[:2], "--picks", str(simulated / "picks.csv")]) == 0
+    text = capsys.readouterr().out
+    assert "thresholds tuned on the labelled tomograms: apo-ferritin" in text
+    table = read_picks(out)
+    assert set(table["experiment"]) == {"sim_002"} and (table["score"] > 0).all()
+    assert main(["-q", "match", tomograms[2], "--out", str(out), "--labelled", tomograms[0]]) == 2
+    assert "go together" in capsys.readouterr().err

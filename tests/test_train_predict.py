@@ -255,7 +255,7 @@ def test_peaks_map_to_angstrom_and_thresholds_filter_cached_peaks(trained):
 def test_saved_thresholds_are_used_and_survive_more_training(blob_set, tmp_path):
     classes = blob_set["classes"]
     labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
-    config = TrainConfig(steps=2, **TINY)
+    config = TrainConfig(steps=2, auto_thresholds=False, **TINY)  # thresholds set by hand
     Trainer(config, classes, labelled, tmp_path).run()
     assert load_card(tmp_path).class_thresholds() == {"big": 0.3, "small": 0.3}
     card = save_thresholds(tmp_path, {"small": 0.72})

@@ -1,4 +1,4 @@
-"""The ``semietpicker`` command: simulate | train | predict | evaluate | convert | demo.
+"""The ``semietpicker`` command: simulate | train | predict | match | evaluate | convert | demo.
 
 A thin layer over the Qt-free core: argument parsing, progress bars and messages.
 Errors in the user's input end with one clear line (file and problem), not a traceback.
@@ -174,9 +174,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         steps=args.steps, cotrain_steps=cotrain_steps, batch_size=args.batch_size,
         crop=args.crop, lr=args.lr, preset=args.preset, seed=args.seed, device=args.device,
-        checkpoint_every=args.checkpoint_every, ema_alpha=args.ema_alpha,
-        unlabelled_weight=args.unlabeled_weight,
-        multi_view=mode.get("multi_view", True), dropblock=mode.get("dropblock", True))
+        checkpoint_every=args.checkpoint_every, unlabelled_weight=args.unlabeled_weight,
+        multi_view=mode.get("multi_view", True), dropblock=mode.get("dropblock", True),
+        auto_thresholds=args.auto_thresholds,
+        **{name: value for name, value in (("ema_alpha", args.ema_alpha),
+                                           ("ema_schedule", args.ema_schedule),
+                                           ("unlabelled_rampup", args.unlabeled_rampup))
+           if value is not None})  # unset: TrainConfig's defaults
     trainer = Trainer(config, classes, labelled, args.out, unlabelled, resume=args.resume)
     interrupted = []
 
@@ -227,7 +231,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, card = load_model(args.model, device)
     config = PredictConfig(window=args.window, overlap=args.overlap, tta=args.tta,
                            batch_size=args.batch_size)
-    thresholds = args.threshold if args.threshold is not None else card.class_thresholds()
+    thresholds = args.threshold if args.threshold is not None else {
+        **card.class_thresholds(), **_class_thresholds(args.class_threshold, card.classes)}
     tomograms = _tomograms(args, args.tomograms, args.runs)
     if not tomograms:
         raise ValueError("give tomograms to pick, or --copick (with --runs, or all runs)")
@@ -257,6 +262,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                          for c in card.classes))
         print(f"wrote {len(merged)} picks to {args.out}")
     return 0
+
+
+def _class_thresholds(items: Sequence[str], classes) -> dict[str, float]:
+    """``CLASS=VALUE`` items as thresholds; unknown classes and bad values are refused."""
+    names = [c.name for c in classes]
+    thresholds = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in names:
+            raise ValueError(f"--class-threshold {item}: the model has no class {name!r} "
+                             f"(it has {', '.join(names)})")
+        try:
+            thresholds[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--class-threshold {item}: expected CLASS=NUMBER") from None
+    return thresholds
 
 
 # -- evaluate --------------------------------------------------------------------------
@@ -321,6 +342,51 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- match -----------------------------------------------------------------------------
+def cmd_match(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .classes import load_classes
+    from .io.formats import read_picks, write_picks
+    from .template_matching import MatchConfig, match_tomogram
+    from .thresholds import choose_thresholds
+
+    classes = load_classes(args.classes)
+    tomograms = _read_tomograms(_expand(args.tomograms), args)
+    if not tomograms:
+        raise ValueError("give tomograms to pick")
+    if bool(args.labelled) != bool(args.picks):
+        raise ValueError("--labelled tomograms and their --picks go together")
+    config = MatchConfig(rotations=args.rotations)
+    tuned = None
+    if args.threshold is None and args.labelled:
+        labelled = _read_tomograms(_expand(args.labelled), args)
+        picks = read_picks(args.picks, voxel_size=args.voxel_size)
+        picks = picks[picks["experiment"].isin([t.name for t in labelled])]
+        if picks.empty:
+            raise ValueError(f"{args.picks}: no picks of the --labelled tomograms (experiment "
+                             f"= tomogram file stem)")
+        candidates = [match_tomogram(t, classes, config).peaks.picks for t in labelled]
+        tuned = choose_thresholds(pd.concat(candidates, ignore_index=True), picks, classes)
+        print("thresholds tuned on the labelled tomograms: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in tuned.items()))
+    tables = []
+    for tomogram in tomograms:
+        result = match_tomogram(tomogram, classes, config)
+        limit = args.threshold if args.threshold is not None else (
+            tuned if tuned is not None else result.noise_thresholds)
+        table = result.peaks.at(limit)
+        counts = table.groupby("particle_type").size()
+        print(f"{tomogram.name}: " + ", ".join(f"{c.name} {int(counts.get(c.name, 0))}"
+                                             for c in classes))
+        tables.append(table)
+    merged = pd.concat(tables, ignore_index=True)
+    write_picks(merged, args.out, voxel_size=tomograms[0].voxel_size, keep_previous=True,
+                shape_by_experiment={t.name: t.shape for t in tomograms})
+    print(f"wrote {len(merged)} picks to {args.out}")
+    return 0
+
+
 # -- demo ------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -373,8 +439,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=_int_at_least(32), default=96,
                    help="training crop side (voxels, >= 32)")
     p.add_argument("--lr", type=_positive_float, default=1e-3)
-    p.add_argument("--ema-alpha", type=float, default=1e-3, help="teacher EMA rate per step")
+    p.add_argument("--ema-alpha", type=_positive_float, default=None,
+                   help="teacher EMA rate per step; with the ramp schedule its floor "
+                        "(default 0.01)")
+    p.add_argument("--ema-schedule", choices=["ramp", "constant"], default=None,
+                   help="ramp (default): rate max(1/(t+1), alpha), the teacher follows early; "
+                        "constant: alpha every step (the paper)")
     p.add_argument("--unlabeled-weight", type=float, default=1.0, help="w of the consistency loss")
+    p.add_argument("--unlabeled-rampup", type=_int_at_least(0), default=None,
+                   help="co-training steps over which w ramps up from ~0 (default 100; 0: none)")
+    p.add_argument("--no-auto-thresholds", dest="auto_thresholds", action="store_false",
+                   help="keep the model's thresholds instead of choosing per-class ones on the "
+                        "labelled tomograms after training")
     p.add_argument("--checkpoint-every", type=_int_at_least(1), default=200)
     p.add_argument("--seed", type=int, default=0)
     _add_source_options(p)
@@ -396,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", default="0", help="copick: session id of written picks")
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for all classes (default: the model's per class)")
+    p.add_argument("--class-threshold", nargs="+", default=[], metavar="CLASS=VALUE",
+                   help="score threshold of some classes, e.g. ribosome=0.5 (the others keep "
+                        "the model's, which training chose on the labelled tomograms)")
     p.add_argument("--tta", action="store_true", help="average flips along z, y and x")
     p.add_argument("--heatmaps", default=None, help="folder for per-class heatmap MRC files")
     p.add_argument("--device", default="auto")
@@ -438,6 +517,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default=None, help="copick user id")
     p.add_argument("--session", default=None, help="copick session id")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("match", help="pick by template matching: no model, labels optional")
+    p.add_argument("tomograms", nargs="+", help="tomograms to pick: MRC/REC/MAP or zarr (globs)")
+    p.add_argument("--out", required=True, help="picks file (.csv, .star, .coords, copick .json)")
+    p.add_argument("--classes", default="czii",
+                   help="preset or JSON/YAML file; each class's template is the simulator's map "
+                        "of that name")
+    p.add_argument("--labelled", nargs="+", default=[],
+                   help="labelled tomograms to tune per-class thresholds on (with --picks)")
+    p.add_argument("--picks", default=None, help="the picks of the --labelled tomograms")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="NCC threshold for all classes (default: tuned on --labelled, else the "
+                        "score of about one noise peak per tomogram and class)")
+    p.add_argument("--rotations", type=int, default=24, help="orientations per class")
+    _add_source_options(p)
+    p.set_defaults(func=cmd_match)
 
     p = sub.add_parser("demo", help="simulate, train, pick and score; napari if a display")
     p.add_argument("--out", default="semietpicker-demo", help="working folder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +31,42 @@ def batchnorm_statistics_frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
+
+
+#: Teacher update schedules: ``ramp`` lets the teacher follow early, ``constant`` is the
+#: paper's fixed rate.
+EMA_SCHEDULES = ("ramp", "constant")
+
+
+def ema_rate(cotrain_step: int, alpha: float, schedule: str = "ramp") -> float:
+    """The EMA rate a of co-training step ``cotrain_step`` (0 = the first).
+
+    ``ramp`` is Mean Teacher's ``min(1 - 1/(t+1), alpha_max)`` in this repo's convention
+    (theta_t <- (1 - a) theta_t + a theta_s): ``a_t = max(1/(t+1), alpha)``. Until
+    ``1/alpha`` steps the teacher is the plain average of the student's weights over
+    co-training (after the first step it equals the student), then an EMA of rate
+    ``alpha``. A fixed small rate instead leaves the teacher mostly burn-in weights for
+    ``1/alpha`` steps: at 1e-3, 82 % after 200 steps, so short runs gained nothing.
+    """
+    if schedule not in EMA_SCHEDULES:
+        raise ValueError(f"EMA schedule must be one of {', '.join(EMA_SCHEDULES)}, "
+                         f"got {schedule!r}")
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"EMA rate must be in (0, 1], got {alpha}")
+    return max(1.0 / (cotrain_step + 1), alpha) if schedule == "ramp" else alpha
+
+
+def unlabelled_weight_factor(cotrain_step: int, rampup_steps: int) -> float:
+    """Ramp-up of the consistency loss weight, ``exp(-5 (1 - t/T)^2)`` (Laine and Aila's
+    sigmoid ramp, used by Mean Teacher), 1 from step ``T`` on; ``T = 0`` means no ramp.
+
+    Early pseudo-labels are the burn-in model's, its errors included: they should steer
+    the student less than the labels until the teacher has moved.
+    """
+    if rampup_steps <= 0 or cotrain_step >= rampup_steps:
+        return 1.0
+    progress = max(0.0, cotrain_step / rampup_steps)
+    return float(np.exp(-5.0 * (1.0 - progress) ** 2))
 
 
 @torch.no_grad()

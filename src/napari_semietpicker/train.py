@@ -30,10 +30,19 @@ from .classes import ParticleClass
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
 from .geometry import same_voxel_size
 from .losses import reweighted_mse
+from .metrics import CZII_BETA
 from .model import SIZE_MULTIPLE, ModelConfig, build_model
 from .predict import is_out_of_memory
 from .prefetch import Prefetcher
-from .semi import FLIP_VIEWS, batchnorm_statistics_frozen, ema_update, predict_views
+from .semi import (
+    FLIP_VIEWS,
+    batchnorm_statistics_frozen,
+    ema_rate,
+    ema_update,
+    predict_views,
+    unlabelled_weight_factor,
+)
+from .thresholds import tune_model_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +62,12 @@ class TrainConfig:
     checkpoint_every: int = 200
     positive_fraction: float = 0.7
     lam: float = 4.0
-    ema_alpha: float = 1e-3
+    ema_alpha: float = 0.01  # the smallest rate of the ramp (see semi.ema_rate)
+    ema_schedule: str = "ramp"
     unlabelled_weight: float = 1.0
+    unlabelled_rampup: int = 100  # co-training steps to ramp the consistency weight up
+    auto_thresholds: bool = True  # choose per-class thresholds on the labelled data at the end
+    threshold_beta: float = CZII_BETA
     multi_view: bool = True
     dropblock: bool = True
     drop_rate: float = 0.1
@@ -194,6 +207,7 @@ class Trainer:
                              f"train on: BatchNorm needs more than one value per channel at "
                              f"stride {SIZE_MULTIPLE}; use a batch of 2 or crops of "
                              f"{2 * SIZE_MULTIPLE}")
+        self.labelled_volumes = list(labelled)
         self.labelled = CropSampler(labelled, crop_shape, classes, model_config.output_stride,
                                     config.positive_fraction)
         self.unlabelled = CropSampler(unlabelled, crop_shape, (), model_config.output_stride,
@@ -327,7 +341,9 @@ class Trainer:
         if self.teacher is not None:
             loss_u = self._loss_on_every_rank(
                 lambda: self._unlabelled_loss(batch.weak, batch.strong))
-            loss = loss + self.config.unlabelled_weight * loss_u
+            weight = self.config.unlabelled_weight * unlabelled_weight_factor(
+                self.step - self.config.steps, self.config.unlabelled_rampup)
+            loss = loss + weight * loss_u
         self.optimizer.zero_grad(set_to_none=True)
         try:
             loss.backward()
@@ -341,7 +357,8 @@ class Trainer:
             raise
         self.optimizer.step()
         if self.teacher is not None:
-            ema_update(self.teacher, self.student, self.config.ema_alpha)
+            ema_update(self.teacher, self.student, ema_rate(
+                self.step - self.config.steps, self.config.ema_alpha, self.config.ema_schedule))
         return loss.item(), None if loss_u is None else loss_u.item()
 
     def _loss_on_every_rank(self, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -424,8 +441,20 @@ class Trainer:
         finally:
             batches.close()
             self.data_wait_s += batches.waited_s
+        if self.config.auto_thresholds and reason == "done" and dist.is_main():
+            self._choose_thresholds()
         self.save()
         return TrainResult(self.step, reason != "done", reason, self.losses)
+
+    def _choose_thresholds(self) -> None:
+        """Per-class thresholds of the prediction model, chosen on the labelled volumes
+        (cross-validated between them) and kept in the model card for prediction."""
+        model = self.teacher if self.teacher is not None else self.student
+        self.card.thresholds = tune_model_thresholds(model, self.card, self.labelled_volumes,
+                                                     self.device, self.config.threshold_beta)
+        self.card.history["thresholds_chosen_on"] = [v.name for v in self.labelled_volumes]
+        log.info("thresholds chosen on the labelled tomograms: %s", ", ".join(
+            f"{name} {value:.2f}" for name, value in self.card.thresholds.items()))
 
     def _batches(self) -> Prefetcher[StepBatch]:
         return Prefetcher(self.make_batch, self.step, self.prefetch_depth)

@@ -31,7 +31,8 @@ def model_dir(blob_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
     classes = blob_set["classes"]
     labelled = [prepare_volume(t, blob_set["picks"], classes) for t in blob_set["tomograms"][:2]]
-    config = TrainConfig(steps=40, preset="tiny", crop=32, lr=5e-3, checkpoint_every=1000)
+    config = TrainConfig(steps=40, preset="tiny", crop=32, lr=5e-3, checkpoint_every=1000,
+                         auto_thresholds=False)  # the tests below use the default 0.3
     Trainer(config, classes, labelled, out).run()
     return out
 

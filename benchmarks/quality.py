@@ -1,0 +1,150 @@
+"""Picking quality at realistic density and noise: template matching vs supervised vs
+SemiETPicker, every setting with thresholds chosen on the labelled tomograms only.
+
+Data: simulated tomograms at 20 A (the CZII tomograms binned 2x) at the real CZII particle
+density (``--density 1``), noise through the missing wedge, for each SNR of ``--snrs``.
+The first ``--labelled`` are labelled, the next ``--unlabelled`` unlabelled, the rest
+test; only test tomograms are scored. Settings:
+
+- template matching: NCC over ``--rotations`` orientations with the class templates,
+  per-class thresholds tuned (F-beta4, cross-validated) on the labelled tomograms;
+- supervised: ``--burn-in + --cotrain`` supervised steps;
+- full SemiETPicker: ``--burn-in`` steps, then ``--cotrain`` co-training steps (equal total
+  steps; EMA ramp and consistency ramp-up, the defaults); both models choose their
+  thresholds on the labelled tomograms at the end of training (the default).
+
+Printed: per run per-class F1 at 0.5 x radius, mean F1 and the CZII score; then mean and
+standard deviation over seeds.
+
+    python benchmarks/quality.py                                  # reduced, this CPU
+    python benchmarks/quality.py --setting czii-20A --burn-in 2000 --cotrain 2000 \\
+        --labelled 2 --unlabelled 3 --test 2 --seeds 0 1 2        # the issue's setting
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+from ablation import print_per_run, score_model, score_picks
+
+from napari_semietpicker.classes import load_classes
+from napari_semietpicker.data import prepare_volume
+from napari_semietpicker.io.tomogram import read_tomogram
+from napari_semietpicker.simulate import simulate_dataset
+from napari_semietpicker.template_matching import MatchConfig, match_tomogram
+from napari_semietpicker.thresholds import choose_thresholds
+from napari_semietpicker.train import TrainConfig, Trainer, resolve_device
+
+#: (z, y, x) shape at 20 A: the whole CZII tomogram (184 x 630 x 630 at 10 A) binned 2x,
+#: or a quarter of its area for a CPU budget.
+SETTINGS = {"czii-20A": (92, 315, 315), "reduced": (46, 160, 160)}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="quality-run")
+    p.add_argument("--setting", choices=list(SETTINGS), default="reduced")
+    p.add_argument("--shape", type=int, nargs=3, default=None, help="overrides --setting")
+    p.add_argument("--voxel-size", type=float, default=20.0)
+    p.add_argument("--density", type=float, default=1.0, help="x the CZII particle density")
+    p.add_argument("--snrs", type=float, nargs="+", default=[0.05])
+    p.add_argument("--labelled", type=int, default=2)
+    p.add_argument("--unlabelled", type=int, default=2)
+    p.add_argument("--test", type=int, default=2)
+    p.add_argument("--data-seed", type=int, default=3000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--burn-in", type=int, default=200)
+    p.add_argument("--cotrain", type=int, default=100)
+    p.add_argument("--preset", default="light")
+    p.add_argument("--crop", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--rotations", type=int, default=8, help="template matching orientations")
+    p.add_argument("--device", default="auto")
+    return p.parse_args()
+
+
+def template_matching_row(labelled_t, test_t, picks, classes, rotations: int) -> dict:
+    config = MatchConfig(rotations=rotations)
+    labelled_names = [t.name for t in labelled_t]
+    candidates = pd.concat([match_tomogram(t, classes, config).peaks.picks for t in labelled_t],
+                           ignore_index=True)
+    thresholds = choose_thresholds(candidates, picks[picks["experiment"].isin(labelled_names)],
+                                   classes)
+    found = pd.concat([match_tomogram(t, classes, config).peaks.at(thresholds) for t in test_t],
+                      ignore_index=True)
+    return score_picks(found, picks[picks["experiment"].isin([t.name for t in test_t])],
+                       classes)
+
+
+def main() -> None:
+    args = parse_args()
+    out = Path(args.out)
+    device = resolve_device(args.device)
+    classes = load_classes("czii")
+    shape = tuple(args.shape) if args.shape else SETTINGS[args.setting]
+    n = args.labelled + args.unlabelled + args.test
+    start = time.perf_counter()
+    rows = []
+    for snr in args.snrs:
+        data = out / f"snr{snr:g}"
+        picks = simulate_dataset(data / "data", n=n, shape=shape, voxel_size=args.voxel_size,
+                                 snr=snr, seed=args.data_seed, classes=classes,
+                                 density=args.density)
+        tomograms = [read_tomogram(p) for p in sorted((data / "data" / "tomograms").glob("*.mrc"))]
+        labelled_t = tomograms[:args.labelled]
+        unlabelled_t = tomograms[args.labelled:args.labelled + args.unlabelled]
+        test_t = tomograms[args.labelled + args.unlabelled:]
+        truth = picks[picks["experiment"].isin([t.name for t in test_t])]
+        print(f"SNR {snr:g}: {n} simulated tomograms {shape} at {args.voxel_size:g} A, density "
+              f"{args.density:g}x CZII; labelled {args.labelled} "
+              f"({int(picks['experiment'].isin([t.name for t in labelled_t]).sum())} particles), "
+              f"unlabelled {args.unlabelled}, test {args.test} ({len(truth)} particles); "
+              f"device {device}; burn-in {args.burn_in} + co-training {args.cotrain} steps vs "
+              f"{args.burn_in + args.cotrain} supervised, preset {args.preset}, crop "
+              f"{args.crop}, batch {args.batch_size}", flush=True)
+        t = time.perf_counter()
+        row = template_matching_row(labelled_t, test_t, picks, classes, args.rotations)
+        rows.append({"snr": snr, "setting": "template matching", "seed": "-", **row})
+        print(f"  template matching ({args.rotations} rotations, {time.perf_counter() - t:.0f} "
+              f"s): F1@0.5 {row['F1@0.5']:.3f}  CZII {row['CZII']:.3f}", flush=True)
+        labelled = [prepare_volume(t, picks, classes) for t in labelled_t]
+        unlabelled = [prepare_volume(t) for t in unlabelled_t]
+        for seed in args.seeds:
+            base = TrainConfig(steps=args.burn_in, cotrain_steps=args.cotrain,
+                               preset=args.preset, crop=args.crop, batch_size=args.batch_size,
+                               seed=seed, device=args.device, checkpoint_every=10**9)
+            burn_dir = data / f"seed{seed}" / "burn-in"
+            burn = Trainer(base, classes, labelled, burn_dir, unlabelled)
+            burn.run(should_stop=lambda burn=burn: burn.step >= args.burn_in)
+            for setting in ("supervised", "SemiETPicker"):
+                run_dir = data / f"seed{seed}" / setting
+                shutil.rmtree(run_dir, ignore_errors=True)
+                shutil.copytree(burn_dir, run_dir)
+                if setting == "supervised":
+                    config = TrainConfig(**{**vars(base), "steps": args.burn_in + args.cotrain,
+                                            "cotrain_steps": 0})
+                    trainer = Trainer(config, classes, labelled, run_dir, resume=True)
+                else:
+                    trainer = Trainer(base, classes, labelled, run_dir, unlabelled, resume=True)
+                t = time.perf_counter()
+                trainer.run()
+                row = score_model(run_dir, test_t, truth, classes, None, device)
+                rows.append({"snr": snr, "setting": setting, "seed": seed, **row})
+                print(f"  seed {seed} {setting:12} trained in {time.perf_counter() - t:4.0f} s "
+                      f"after the shared burn-in: F1@0.5 {row['F1@0.5']:.3f}  CZII "
+                      f"{row['CZII']:.3f}; thresholds " + ", ".join(
+                          f"{v:.2f}" for v in trainer.card.thresholds.values()), flush=True)
+    table = print_per_run(rows)
+    metrics = [c for c in table.columns if c not in ("snr", "setting", "seed")]
+    summary = table.groupby(["snr", "setting"], sort=False)[metrics].agg(["mean", "std"])
+    print(f"\nmean and standard deviation over seeds {args.seeds} (template matching: one run):")
+    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
