@@ -11,8 +11,8 @@ import pytest
 
 zarr = pytest.importorskip("zarr")
 
+from napari_semietpicker.geometry import bin_volume  # noqa: E402
 from napari_semietpicker.io.zarr_io import (  # noqa: E402
-    bin2,
     is_zarr_path,
     read_zarr_levels,
     write_ome_zarr,
@@ -52,7 +52,7 @@ def test_ome_zarr_we_write_reads_back_level_by_level(tmp_path, volume):
     assert [t.voxel_size for t in levels] == pytest.approx([VOXEL, 2 * VOXEL, 4 * VOXEL])
     assert all(isinstance(t.data, zarr.Array) for t in levels)  # lazy
     np.testing.assert_array_equal(np.asarray(levels[0].data[:]), volume)
-    np.testing.assert_allclose(np.asarray(levels[1].data[:]), bin2(volume), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(levels[1].data[:]), bin_volume(volume, 2), rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(levels[0].data[3:5, 10:12, 7]), volume[3:5, 10:12, 7])
     with pytest.raises(FileExistsError, match="TS_1.zarr: already exists"):
         write_ome_zarr(path, volume, VOXEL)
@@ -66,7 +66,7 @@ def test_ome_zarr_written_by_zarr_itself_opens(tmp_path, volume, zarr_format):
     path = tmp_path / f"v{zarr_format}.zarr"
     group = _group(path, zarr_format)
     _array(group, "s0", volume)
-    _array(group, "s1", bin2(volume))
+    _array(group, "s1", bin_volume(volume, 2))
     multiscales = [{
         "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
         "datasets": [
@@ -97,7 +97,7 @@ def test_plain_zarr_array_and_group_open_with_a_voxel_size(tmp_path, volume, zar
     group_path = tmp_path / "group.zarr"
     group = _group(group_path, zarr_format)
     _array(group, "0", volume)
-    _array(group, "1", bin2(volume))
+    _array(group, "1", bin_volume(volume, 2))
     levels = read_zarr_levels(group_path, voxel_size=VOXEL)
     assert [t.voxel_size for t in levels] == pytest.approx([VOXEL, 2 * VOXEL])
-    np.testing.assert_array_equal(np.asarray(levels[1].data[:]), bin2(volume))
+    np.testing.assert_array_equal(np.asarray(levels[1].data[:]), bin_volume(volume, 2))
