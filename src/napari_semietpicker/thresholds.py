@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 from .checkpoint import ModelCard
 from .classes import ParticleClass
 from .data import Volume
+from .geometry import Grid
 from .io.picks import empty_picks, picks_from_positions, positions_A
 from .metrics import CZII_BETA, CZII_DISTANCE_FACTOR, precision_recall_fbeta
 from .predict import PEAK_FLOOR, PredictConfig, peaks_from_heatmaps, predict_heatmaps
@@ -139,9 +140,10 @@ def _run_candidates(candidates: pd.DataFrame, references: pd.DataFrame, run: str
 
 def labelled_references(volumes: Sequence[Volume], classes: Sequence[ParticleClass]
                         ) -> pd.DataFrame:
-    """The picks of labelled training volumes as one picks table (Angstrom)."""
+    """The picks of labelled training volumes as one picks table, in Angstrom of each
+    volume's own grid from its first voxel (the frame :func:`tune_model_thresholds` picks in)."""
     names = np.array([c.name for c in classes])
-    tables = [picks_from_positions(v.positions * v.voxel_size, v.name,
+    tables = [picks_from_positions(Grid(v.voxel_size).to_angstrom(v.positions), v.name,
                                    list(names[v.class_index]))
               for v in volumes if v.positions is not None]
     return pd.concat(tables, ignore_index=True) if tables else empty_picks()
@@ -158,7 +160,7 @@ def tune_model_thresholds(model: torch.nn.Module, card: ModelCard, volumes: Sequ
     labelled = [v for v in volumes if v.positions is not None]
     candidates = pd.concat(
         [peaks_from_heatmaps(predict_heatmaps(model, v.data, config, device), card, v.name,
-                             v.voxel_size, volume_shape=v.data.shape).picks
+                             Grid(v.voxel_size), volume_shape=v.data.shape).picks
          for v in labelled], ignore_index=True)
     return choose_thresholds(candidates, labelled_references(labelled, card.classes),
                              card.classes, beta, floor=PEAK_FLOOR,
