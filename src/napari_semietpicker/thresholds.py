@@ -25,8 +25,10 @@ from scipy.spatial import cKDTree
 from .checkpoint import ModelCard
 from .classes import ParticleClass
 from .data import Volume
+from .geometry import Grid
 from .io.picks import empty_picks, picks_from_positions, positions_A
 from .metrics import CZII_BETA, CZII_DISTANCE_FACTOR, precision_recall_fbeta
+from .model import AsymmetricUNet3D
 from .predict import PEAK_FLOOR, PredictConfig, peaks_from_heatmaps, predict_heatmaps
 
 
@@ -147,7 +149,7 @@ def labelled_references(volumes: Sequence[Volume], classes: Sequence[ParticleCla
     return pd.concat(tables, ignore_index=True) if tables else empty_picks()
 
 
-def tune_model_thresholds(model: torch.nn.Module, card: ModelCard, volumes: Sequence[Volume],
+def tune_model_thresholds(model: AsymmetricUNet3D, card: ModelCard, volumes: Sequence[Volume],
                           device: torch.device | str = "cpu", beta: float = CZII_BETA,
                           config: PredictConfig | None = None) -> dict[str, float]:
     """Pick the labelled volumes with ``model`` and choose its per-class thresholds there.
@@ -158,7 +160,7 @@ def tune_model_thresholds(model: torch.nn.Module, card: ModelCard, volumes: Sequ
     labelled = [v for v in volumes if v.positions is not None]
     candidates = pd.concat(
         [peaks_from_heatmaps(predict_heatmaps(model, v.data, config, device), card, v.name,
-                             v.voxel_size, volume_shape=v.data.shape).picks
+                             Grid(v.voxel_size), volume_shape=v.data.shape).picks
          for v in labelled], ignore_index=True)
     return choose_thresholds(candidates, labelled_references(labelled, card.classes),
                              card.classes, beta, floor=PEAK_FLOOR,
