@@ -280,14 +280,15 @@ class AnnotationWidget(QWidget):
             for column, text in enumerate(values):
                 item = QTableWidgetItem(text)
                 if column == COLOR:  # chosen in a colour dialog (double-click)
-                    item.setFlags(item.flags() & ~Qt.ItemIsEditable)
+                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
                     item.setToolTip("Double-click to choose a colour")
                     item.setBackground(QColor(cls.color))
                     item.setForeground(QColor("black" if QColor(cls.color).lightness() > 128
                                               else "white"))
                 if column == COUNT:
-                    item.setFlags(item.flags() & ~Qt.ItemIsEditable)
-                    item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                    item.setTextAlignment(
+                        int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
                 self.table.setItem(row, column, item)
         self.table.blockSignals(False)
         self._fit_table_width()
