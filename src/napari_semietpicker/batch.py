@@ -23,6 +23,7 @@ from .io.atomic import write_text_atomic
 from .io.formats import write_picks
 from .io.picks import empty_picks, read_picks_csv, write_picks_csv
 from .io.tomogram import Tomogram, write_tomogram
+from .model import AsymmetricUNet3D
 from .predict import PredictConfig, pick_tomogram
 
 MANIFEST = "manifest.json"
@@ -74,7 +75,7 @@ def _prepare_parts(parts: Path, manifest: dict, names: Sequence[str], overwrite:
     dist.barrier()
 
 
-def predict_many(model: torch.nn.Module, card: ModelCard, model_dir: str | Path,
+def predict_many(model: AsymmetricUNet3D, card: ModelCard, model_dir: str | Path,
                  tomograms: Sequence[Tomogram], out: str | Path,
                  thresholds: float | dict[str, float], config: PredictConfig | None = None,
                  device: torch.device | str = "cpu", overwrite: bool = False,
@@ -102,6 +103,7 @@ def predict_many(model: torch.nn.Module, card: ModelCard, model_dir: str | Path,
         peaks, heat = pick_tomogram(model, card, tomogram, config, device, on_progress)
         if heatmaps_dir is not None:
             grid = peaks.heatmap_grid
+            assert grid is not None  # pick_tomogram always sets it
             origin = tuple(np.add(tomogram.origin_A, grid.offset_A))
             for c, cls in enumerate(card.classes):
                 write_tomogram(Path(heatmaps_dir) / f"{tomogram.name}_{cls.name}.mrc",

@@ -14,8 +14,9 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 log = logging.getLogger("semietpicker")
 
@@ -182,7 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                            ("unlabelled_rampup", args.unlabeled_rampup))
            if value is not None})  # unset: TrainConfig's defaults
     trainer = Trainer(config, classes, labelled, args.out, unlabelled, resume=args.resume)
-    interrupted = []
+    interrupted: list[bool] = []
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save, stop
         if interrupted:
@@ -257,7 +258,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if merged is not None:
         counts = merged.groupby(["experiment", "particle_type"]).size()
         for name in [t.name for t in tomograms]:
-            per_class = counts.get(name, {})
+            # the counts of this run by class (a Series under the MultiIndex), or none
+            per_class = cast("Mapping[str, int]", counts.get(name, {}))
             print(f"{name}: " + ", ".join(f"{c.name} {int(per_class.get(c.name, 0))}"
                                          for c in card.classes))
         print(f"wrote {len(merged)} picks to {args.out}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -110,8 +111,10 @@ def check_training_set(labelled: Sequence[Volume], classes: Sequence[ParticleCla
     if mismatched:
         raise ValueError(f"tomograms must share one voxel size ({labelled[0].name}: {reference} "
                          f"A); these differ: {', '.join(mismatched)}")
-    counts = np.zeros(len(classes), dtype=int)
+    counts: np.ndarray = np.zeros(len(classes), dtype=int)
     for volume in labelled:
+        if volume.class_index is None:
+            raise ValueError(f"{volume.name}: a labelled tomogram without picks")
         counts += np.bincount(volume.class_index, minlength=len(classes))
     if counts.sum() == 0:
         raise ValueError("the labelled tomograms have no picks at all: nothing to learn from")
@@ -155,16 +158,20 @@ class CropSampler:
             return int(torch.randint(0, max(1, high), (), generator=generator))
 
         span = np.asarray(volume.data.shape) - self.crop_shape
-        labelled = volume.positions is not None and len(volume.positions)
-        if labelled and torch.rand((), generator=generator) < self.positive_fraction:
-            center = volume.positions[randint(len(volume.positions))]
+        positions = volume.positions
+        if (positions is not None and len(positions)
+                and torch.rand((), generator=generator) < self.positive_fraction):
+            center = positions[randint(len(positions))]
             jitter = (torch.rand(3, generator=generator).numpy() - 0.5) * 0.8 * self.crop_shape
             origin = np.round(center + jitter - self.crop_shape / 2).astype(int)
             return np.clip(origin, 0, span)
         return np.array([randint(s + 1) for s in span])
 
     def _target(self, volume: Volume, origin: np.ndarray) -> np.ndarray:
-        out_shape = tuple(int(s) for s in self.crop_shape // self.stride)
+        if volume.positions is None or volume.class_index is None or self.sigmas is None:
+            raise ValueError(f"{volume.name}: no picks or classes to make a target from")
+        out_shape = cast("tuple[int, int, int]",
+                         tuple(int(s) for s in self.crop_shape // self.stride))
         reach = 3 * self.sigmas.max() * self.stride
         local = volume.positions - origin
         near = np.all((local > -reach) & (local < self.crop_shape + reach), axis=1)

@@ -16,7 +16,9 @@ where the mean of fine voxels ``j*f .. j*f+f-1`` really is, and what torch's
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -31,6 +33,15 @@ def same_voxel_size(a: float, b: float) -> bool:
     tolerance on voxel sizes anywhere (models vs data, tomograms of a training set, copick
     spacings vs metadata, the three axes of one file)."""
     return abs(a / b - 1) <= VOXEL_SIZE_RTOL
+
+
+#: A position or offset (z, y, x) in Angstrom.
+Vec3 = tuple[float, float, float]
+
+
+def as_vec3(values: Iterable[float]) -> Vec3:
+    """``values`` (z, y, x) as a tuple of floats, typed as the three coordinates it holds."""
+    return cast(Vec3, tuple(float(v) for v in values))
 
 
 def output_to_input(index: np.ndarray | float, factor: float) -> np.ndarray:
@@ -61,8 +72,7 @@ class Grid:
     def coarser(self, factor: float) -> Grid:
         """The grid ``factor`` times coarser (binned, strided or resampled, see module notes)."""
         shift = float(output_to_input(0, factor)) * self.voxel_size
-        return Grid(self.voxel_size * factor,
-                    tuple(float(o) + shift for o in self.offset_A))  # type: ignore[arg-type]
+        return Grid(self.voxel_size * factor, as_vec3(o + shift for o in self.offset_A))
 
 
 def resampled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, ...]:

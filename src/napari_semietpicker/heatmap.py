@@ -110,10 +110,10 @@ def find_peaks(heat: torch.Tensor, kernel: int, floor: float) -> tuple[np.ndarra
     scores = heat[idx[:, 0], idx[:, 1], idx[:, 2]].float()
     positions = refine_subvoxel(heat.float(), idx)
     order = torch.argsort(scores, descending=True)
-    positions = positions[order].cpu().numpy().astype(float)
-    scores = scores[order].cpu().numpy().astype(float)
+    peak_positions = positions[order].cpu().numpy().astype(float)
+    peak_scores = scores[order].cpu().numpy().astype(float)
     keep = _drop_plateau_twins(idx[order].cpu().numpy(), kernel)
-    return positions[keep], scores[keep]
+    return peak_positions[keep], peak_scores[keep]
 
 
 def _drop_plateau_twins(idx: np.ndarray, kernel: int) -> np.ndarray:

@@ -8,6 +8,7 @@ already hold picks), and what one tomogram's autosave holds (:func:`autosave_tab
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ def picks_not_near(candidates: pd.DataFrame, existing: pd.DataFrame,
                 & (candidates["particle_type"] == name)).to_numpy()
         if not mine.any():
             continue
-        limit = distance_A if isinstance(distance_A, int | float) else distance_A[name]
+        limit = distance_A if isinstance(distance_A, int | float) else distance_A[cast(str, name)]
         nearest = cKDTree(rows[["z", "y", "x"]].to_numpy(float)).query(zyx[mine])[0]
         keep[np.flatnonzero(mine)[nearest <= limit]] = False
     return candidates[keep].reset_index(drop=True)

@@ -27,7 +27,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -387,11 +387,12 @@ def random_picks_baseline(
     for (experiment, particle_type), group in ref.groupby(
         ["experiment", "particle_type"], sort=True
     ):
-        extent = np.asarray(shape_A_by_experiment[experiment], dtype=float)
+        given = shape_A_by_experiment[cast(str, experiment)]  # run names are str
+        extent = np.asarray(given, dtype=float)
         if extent.shape != (3,) or not np.all(np.isfinite(extent) & (extent > 0)):
             raise ValueError(
                 f"run {experiment!r}: extent must be 3 positive (z, y, x) Angstrom "
-                f"values, got {shape_A_by_experiment[experiment]!r}"
+                f"values, got {given!r}"
             )
         zyx = rng.uniform(0.0, 1.0, size=(len(group), 3)) * extent
         parts.append(
@@ -441,7 +442,7 @@ def _as_points(points: np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
-def _json_float(value: float) -> float | None:
+def _json_float(value: float | np.floating) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
 

@@ -126,6 +126,7 @@ class AsymmetricUNet3D(nn.Module):
         self.decoders = nn.ModuleList(decoders)
         self.head = nn.Conv3d(cin, config.n_classes, 1)
         # Start near the background level so early training is not swamped by false peaks.
+        assert self.head.bias is not None  # Conv3d has a bias by default
         nn.init.constant_(self.head.bias, -math.log(99.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from .geometry import (
 from .heatmap import find_peaks, nms_kernels
 from .io.picks import empty_picks, picks_from_positions
 from .io.tomogram import Tomogram, normalize
-from .model import SIZE_MULTIPLE
+from .model import SIZE_MULTIPLE, AsymmetricUNet3D
 from .semi import FLIP_VIEWS, predict_views
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def gaussian_weights(shape: Sequence[int], device: torch.device) -> torch.Tensor
 
 
 @torch.no_grad()
-def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
+def predict_heatmaps(model: AsymmetricUNet3D, volume: np.ndarray | torch.Tensor,
                      config: PredictConfig | None = None,
                      device: torch.device | str = "cpu",
                      on_progress: Callable[[int, int], None] | None = None,
@@ -99,7 +99,8 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
     starts = list(itertools.product(*(axis_starts for _, axis_starts in plans)))
     model.eval()
     # channels-last convolutions are markedly faster on CPUs (oneDNN) and tensor cores.
-    model = model.to(memory_format=torch.channels_last_3d)
+    # Module.to takes memory_format; torch's stubs omit it
+    model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     use_amp = config.amp and device.type == "cuda"
     for first in range(0, len(starts), config.batch_size):
         if should_stop is not None and should_stop():
@@ -115,13 +116,13 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
             oz, oy, ox = z // stride, y // stride, x // stride
             region = (slice(oz, oz + out_win[0]), slice(oy, oy + out_win[1]),
                       slice(ox, ox + out_win[2]))
-            heat[(slice(None), *region)] += pred * weights
+            heat[(slice(None),) + region] += pred * weights
             weight_sum[region] += weights
         if on_progress is not None:
             on_progress(min(first + config.batch_size, len(starts)), len(starts))
     heat /= weight_sum
     keep = tuple(slice(0, int(-(-s // stride))) for s in shape)
-    return heat[(slice(None), *keep)]
+    return heat[(slice(None),) + keep]
 
 
 @dataclass
@@ -134,6 +135,7 @@ class PeakCache:
 
     def at(self, thresholds: float | dict[str, float]) -> pd.DataFrame:
         """Picks whose score reaches the threshold of their class (or one for all)."""
+        limit: np.ndarray | float
         if isinstance(thresholds, dict):
             limit = self.picks["particle_type"].map(thresholds).fillna(np.inf).to_numpy()
         else:
@@ -224,7 +226,7 @@ def smaller_for_memory(config: PredictConfig) -> PredictConfig | None:
     return None
 
 
-def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
+def pick_tomogram(model: AsymmetricUNet3D, card: ModelCard, tomogram: Tomogram,
                   config: PredictConfig | None = None, device: torch.device | str = "cpu",
                   on_progress: Callable[[int, int], None] | None = None,
                   should_stop: Callable[[], bool] | None = None

@@ -46,6 +46,7 @@ class Prefetcher(Generic[T]):
 
     def _work(self, step: int) -> None:
         while not self._stop.is_set():
+            entry: tuple[int, T | None, BaseException | None]
             try:
                 entry = (step, self._make(step), None)
             except BaseException as err:  # handed to the consumer, who decides

@@ -92,9 +92,11 @@ def predict_views(model: nn.Module, image: torch.Tensor,
     With ``views=((),)`` this is a plain forward pass. Flips are exact on the stride-2
     output because crop sides are even (see ``augment.random_flip_rot``).
     """
-    total = None
+    total: torch.Tensor | None = None
     for dims in views:
         out = model(image.flip(dims) if dims else image)
         out = out.flip(dims) if dims else out
         total = out.float() if total is None else total + out.float()
+    if total is None:
+        raise ValueError("predict_views needs at least one view (use ((),) for a plain pass)")
     return total / len(views)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -190,7 +190,8 @@ def _draw_particles(
     largest first so that placement rejects less."""
     labelled = [(c.radius_A, _class_template(c, voxel_size), c.name) for c in classes]
     counts = _expected_counts(classes, np.asarray(shape) * voxel_size, density)
-    items = [labelled[i] for i, c in enumerate(counts) for _ in range(rng.poisson(c))]
+    items: list[tuple[float, _Template, str | None]] = [
+        labelled[i] for i, c in enumerate(counts) for _ in range(rng.poisson(c))]
     maps = [stem for stem in DISTRACTOR_TEMPLATES if stem in template_maps()]
     for _ in range(rng.poisson(distractors * float(np.sum(counts)))):
         if maps and rng.random() >= BLOB_FRACTION:
@@ -435,7 +436,7 @@ def _render(volume: np.ndarray, template: _Template, centre: np.ndarray,
         template.density, matrix, offset, output_shape=tuple(hi - lo), order=1)
 
 
-def _squared_distance(grids: Sequence[np.ndarray], centre: Sequence[float]) -> np.ndarray:
+def _squared_distance(grids: Iterable[np.ndarray], centre: Iterable[float]) -> np.ndarray:
     """Squared distance to ``centre`` on (open or dense) index grids."""
     return sum((g - np.float32(c)) ** 2 for g, c in zip(grids, centre, strict=True))
 

@@ -28,6 +28,7 @@ from .data import Volume
 from .geometry import Grid
 from .io.picks import empty_picks, picks_from_positions, positions_A
 from .metrics import CZII_BETA, CZII_DISTANCE_FACTOR, precision_recall_fbeta
+from .model import AsymmetricUNet3D
 from .predict import PEAK_FLOOR, PredictConfig, peaks_from_heatmaps, predict_heatmaps
 
 
@@ -149,7 +150,7 @@ def labelled_references(volumes: Sequence[Volume], classes: Sequence[ParticleCla
     return pd.concat(tables, ignore_index=True) if tables else empty_picks()
 
 
-def tune_model_thresholds(model: torch.nn.Module, card: ModelCard, volumes: Sequence[Volume],
+def tune_model_thresholds(model: AsymmetricUNet3D, card: ModelCard, volumes: Sequence[Volume],
                           device: torch.device | str = "cpu", beta: float = CZII_BETA,
                           config: PredictConfig | None = None) -> dict[str, float]:
     """Pick the labelled volumes with ``model`` and choose its per-class thresholds there.

@@ -10,7 +10,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from .data import CropSampler, Volume, check_training_set, crop_shape_for
 from .geometry import same_voxel_size
 from .losses import reweighted_mse
 from .metrics import CZII_BETA
-from .model import SIZE_MULTIPLE, ModelConfig, build_model
+from .model import SIZE_MULTIPLE, AsymmetricUNet3D, ModelConfig, build_model
 from .predict import is_out_of_memory
 from .prefetch import Prefetcher
 from .semi import (
@@ -135,8 +135,11 @@ class StepBatch:
     strong: torch.Tensor | None = None
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> StepBatch:
-        return StepBatch(*(None if t is None else fn(t)
-                           for t in (self.image, self.target, self.weak, self.strong)))
+        def optional(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else fn(t)
+
+        return StepBatch(fn(self.image), fn(self.target), optional(self.weak),
+                         optional(self.strong))
 
     def to(self, device: torch.device) -> StepBatch:
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -151,7 +154,7 @@ def trainable_sizes(batch_size: int, crop_shape: Sequence[int]) -> bool:
     return batch_size * int(np.prod(np.asarray(crop_shape) // SIZE_MULTIPLE)) > 1
 
 
-def _sizes_text(batch_size: int, crop_shape: Sequence[int]) -> str:
+def _sizes_text(batch_size: int, crop_shape: Iterable[int]) -> str:
     return f"batch {batch_size} of crops {tuple(int(s) for s in crop_shape)}"
 
 
@@ -213,9 +216,9 @@ class Trainer:
         self.unlabelled = CropSampler(unlabelled, crop_shape, (), model_config.output_stride,
                                       0.0) if unlabelled else None
         self.student = build_model(model_config).to(self.device)
-        self.teacher: torch.nn.Module | None = None
+        self.teacher: AsymmetricUNet3D | None = None
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
-        self.forward_student = self.student
+        self.forward_student: torch.nn.Module = self.student
         if dist.is_distributed():
             from torch.nn.parallel import DistributedDataParallel
 
@@ -305,9 +308,10 @@ class Trainer:
         config, rank = self.config, dist.rank()
         generator = step_generator(config.seed, rank, step, "labelled")
         image, target = self.labelled.sample(config.batch_size, generator)
+        assert target is not None  # a labelled sampler returns targets
         image, target = random_flip_rot(image, target, generator)
         batch = StepBatch(random_intensity(image, generator), target)
-        if self._cotraining(step):
+        if self.unlabelled is not None and self._cotraining(step):
             generator = step_generator(config.seed, rank, step, "unlabelled")
             weak, _ = self.unlabelled.sample(config.batch_size, generator)
             batch.weak, _ = random_flip_rot(weak, weak, generator)
@@ -318,6 +322,7 @@ class Trainer:
 
     def _unlabelled_loss(self, weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
         views = FLIP_VIEWS if self.config.multi_view else ((),)
+        assert self.teacher is not None  # only co-training steps come here
         with self._autocast():
             pseudo = predict_views(self.teacher, weak, views)
             with batchnorm_statistics_frozen(self.student):
@@ -339,8 +344,9 @@ class Trainer:
         loss = self._loss_on_every_rank(labelled_loss)
         loss_u = None
         if self.teacher is not None:
-            loss_u = self._loss_on_every_rank(
-                lambda: self._unlabelled_loss(batch.weak, batch.strong))
+            weak, strong = batch.weak, batch.strong
+            assert weak is not None and strong is not None  # co-training batches have both
+            loss_u = self._loss_on_every_rank(lambda: self._unlabelled_loss(weak, strong))
             weight = self.config.unlabelled_weight * unlabelled_weight_factor(
                 self.step - self.config.steps, self.config.unlabelled_rampup)
             loss = loss + weight * loss_u

@@ -31,7 +31,7 @@ class StatusLabel(QLabel):
     def __init__(self, text: str = "") -> None:
         super().__init__(text)
         self.setWordWrap(True)
-        self.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
     def say(self, text: str, error: bool = False) -> None:
         self.setStyleSheet(ERROR_STYLE if error else "")
@@ -43,14 +43,17 @@ class _VerticalScrollArea(QScrollArea):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt API)
-        content = self.widget().minimumSizeHint().width() if self.widget() else 0
-        return QSize(content + self.verticalScrollBar().sizeHint().width(), 120)
+        inner, bar = self.widget(), self.verticalScrollBar()
+        assert bar is not None  # a scroll area always has its scroll bars
+        content = inner.minimumSizeHint().width() if inner is not None else 0
+        return QSize(content + bar.sizeHint().width(), 120)
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
-        hint = self.widget().sizeHint() if self.widget() else QSize(0, 0)
+        inner = self.widget()
+        hint = inner.sizeHint() if inner is not None else QSize(0, 0)
         return QSize(self.minimumSizeHint().width(), hint.height())
 
 
@@ -72,10 +75,12 @@ def fit_table_height(table: QTableWidget, max_rows: int = 8) -> None:
     """Make a table exactly as tall as its header and rows (up to ``max_rows``, then it
     scrolls), so that a table of six classes shows six rows."""
     rows = min(table.rowCount(), max_rows)
-    height = table.horizontalHeader().height() + 2 * table.frameWidth() + sum(
+    header, bar = table.horizontalHeader(), table.horizontalScrollBar()
+    assert header is not None and bar is not None  # a table always has both
+    height = header.height() + 2 * table.frameWidth() + sum(
         table.rowHeight(r) for r in range(rows))
-    if table.rowCount() > max_rows or table.horizontalScrollBar().isVisible():
-        height += table.horizontalScrollBar().sizeHint().height()
+    if table.rowCount() > max_rows or bar.isVisible():
+        height += bar.sizeHint().height()
     table.setFixedHeight(height)
 
 
@@ -135,7 +140,7 @@ class LatenessProbe(QObject):
         self.lateness_ms: list[float] = []
         self._clock = QElapsedTimer()
         self._timer = QTimer(self)
-        self._timer.setTimerType(Qt.PreciseTimer)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._tick)
 

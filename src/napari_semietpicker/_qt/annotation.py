@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from napari.layers import Image, Layer, Points
 from psygnal import evented
-from qtpy.QtCore import QEvent, Qt
-from qtpy.QtGui import QColor
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QShowEvent
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QColorDialog,
@@ -72,7 +72,14 @@ from .autosaver import PicksAutosaver
 from .lifecycle import DockLifecycle
 
 if TYPE_CHECKING:
+    from typing import ClassVar, Protocol
+
     import napari
+    from psygnal import SignalInstance
+
+    class _AnnotationEvents(Protocol):
+        classes: SignalInstance
+        tomogram: SignalInstance
 
 CUSTOM = "custom"
 NAME, RADIUS, WEIGHT, COLOR, COUNT = range(5)
@@ -89,6 +96,8 @@ class AnnotationState:
 
     classes: list[ParticleClass] = field(default_factory=lambda: list(PRESETS["czii"]))
     tomogram: str = ""
+    if TYPE_CHECKING:
+        events: ClassVar[_AnnotationEvents]  # made by @evented, per instance
 
 
 class AnnotationWidget(QWidget):
@@ -235,9 +244,10 @@ class AnnotationWidget(QWidget):
 
         self.table = QTableWidget(0, len(HEADERS))
         self.table.setHorizontalHeaderLabels(HEADERS)
-        self.table.verticalHeader().setVisible(False)
+        rows_header, header = self.table.verticalHeader(), self.table.horizontalHeader()
+        assert rows_header is not None and header is not None  # a table always has both
+        rows_header.setVisible(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.itemChanged.connect(self._on_table_edited)
         self.table.cellDoubleClicked.connect(self._on_cell_double_clicked)
@@ -250,7 +260,7 @@ class AnnotationWidget(QWidget):
         self.make_button = QPushButton("Make picks layers")
         self.make_button.setToolTip("One Points layer per class for the chosen tomogram; "
                                     "autosaved picks of this tomogram are restored")
-        self.make_button.clicked.connect(self.make_picks_layers)
+        self.make_button.clicked.connect(self.make_picks_layers)  # type: ignore[arg-type]  # its result is unused
         self.status = StatusLabel()
 
         grid = QGridLayout()
@@ -280,14 +290,15 @@ class AnnotationWidget(QWidget):
             for column, text in enumerate(values):
                 item = QTableWidgetItem(text)
                 if column == COLOR:  # chosen in a colour dialog (double-click)
-                    item.setFlags(item.flags() & ~Qt.ItemIsEditable)
+                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)  # type: ignore[arg-type]  # PyQt5's stub: ~flag is int
                     item.setToolTip("Double-click to choose a colour")
                     item.setBackground(QColor(cls.color))
                     item.setForeground(QColor("black" if QColor(cls.color).lightness() > 128
                                               else "white"))
                 if column == COUNT:
-                    item.setFlags(item.flags() & ~Qt.ItemIsEditable)
-                    item.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+                    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)  # type: ignore[arg-type]  # PyQt5's stub: ~flag is int
+                    item.setTextAlignment(
+                        int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
                 self.table.setItem(row, column, item)
         self.table.blockSignals(False)
         self._fit_table_width()
@@ -297,7 +308,7 @@ class AnnotationWidget(QWidget):
     def _classes_from_table(self) -> list[ParticleClass]:
         classes = []
         for row in range(self.table.rowCount()):
-            texts = [self.table.item(row, c).text().strip() for c in (NAME, RADIUS, WEIGHT, COLOR)]
+            texts = [self._cell(row, c).text().strip() for c in (NAME, RADIUS, WEIGHT, COLOR)]
             color = QColor(texts[3])
             if not color.isValid():
                 raise ValueError(f"row {row + 1}: {texts[3]!r} is not a colour (e.g. #ff8800)")
@@ -312,13 +323,20 @@ class AnnotationWidget(QWidget):
     def _fit_table_width(self) -> None:
         """Make the dock wide enough for the whole table (napari's style sets the font late)."""
         self.table.resizeColumnsToContents()
-        scrollbar = self.table.verticalScrollBar().sizeHint().width()
-        self.table.setMinimumWidth(self.table.horizontalHeader().length() + scrollbar
+        bar, header = self.table.verticalScrollBar(), self.table.horizontalHeader()
+        assert bar is not None and header is not None  # a table always has both
+        scrollbar = bar.sizeHint().width()
+        self.table.setMinimumWidth(header.length() + scrollbar
                                    + 2 * self.table.frameWidth())
         self.table.resizeRowsToContents()
         fit_table_height(self.table)
 
-    def showEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt API)
+    def _cell(self, row: int, column: int) -> QTableWidgetItem:
+        item = self.table.item(row, column)
+        assert item is not None  # _fill_table sets every cell
+        return item
+
+    def showEvent(self, event: QShowEvent | None) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)
         self._fit_table_width()
 
@@ -332,7 +350,7 @@ class AnnotationWidget(QWidget):
         cls = self.state.classes[row]
         color = QColorDialog.getColor(QColor(cls.color), self, f"Colour of {cls.name}")
         if color.isValid():  # invalid when the dialog is cancelled
-            self.table.item(row, COLOR).setText(color.name())  # applied like any edit
+            self._cell(row, COLOR).setText(color.name())  # applied like any edit
 
     def _on_table_edited(self, item: QTableWidgetItem) -> None:
         if item.column() == COUNT:
@@ -351,7 +369,7 @@ class AnnotationWidget(QWidget):
 
     def _on_classes_changed(self, classes: list[ParticleClass]) -> None:
         self._fill_table()
-        by_name = {c.name: c for c in classes}
+        by_name: dict[str | None, ParticleClass] = {c.name: c for c in classes}
         for layer in self.viewer.layers:
             meta = layer_meta(layer)
             cls = by_name.get(meta.get("class")) if isinstance(layer, Points) else None
@@ -392,7 +410,9 @@ class AnnotationWidget(QWidget):
                           ParticleClass(f"class_{n}", DEFAULT_RADIUS_A, 1.0, color)])
 
     def _remove_selected(self) -> None:
-        rows = {index.row() for index in self.table.selectionModel().selectedRows()}
+        selection = self.table.selectionModel()
+        assert selection is not None  # a table always has one
+        rows = {index.row() for index in selection.selectedRows()}
         self.set_classes([c for i, c in enumerate(self.state.classes) if i not in rows])
 
     def _ask_load(self) -> None:

@@ -68,7 +68,9 @@ class EvaluationPanel(QGroupBox):
         layout.addWidget(self.score_label)
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
         self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
-        self.table.verticalHeader().setVisible(False)
+        header = self.table.verticalHeader()
+        assert header is not None  # a table always has one
+        header.setVisible(False)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setMinimumHeight(110)
         layout.addWidget(self.table)

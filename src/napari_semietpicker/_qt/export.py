@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QPushButton
@@ -55,8 +55,10 @@ class ExportPanel(QGroupBox):
         when several classes are exported, as File > Save does; ``written`` lists them.
         """
         prediction = self.dock.current
+        if prediction is None:
+            raise ValueError("no prediction to export: pick a tomogram first")
         picks = self.dock.predicted_picks(class_name)
-        options = {"format": format, "voxel_size": prediction.voxel_size,
+        options: dict[str, Any] = {"format": format, "voxel_size": prediction.voxel_size,
                    "shape_by_experiment": {prediction.tomogram: prediction.shape}}
         if format in ONE_CLASS_FORMATS:
             self.written = write_per_group(picks, Path(path), ["particle_type"], **options)

@@ -41,15 +41,18 @@ class DockLifecycle(QObject):
         emitter.connect(callback)
         self._links.append((emitter, callback))
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+    def eventFilter(self, watched: QObject | None, event: QEvent | None  # noqa: N802 (Qt API)
+                    ) -> bool:
+        if event is None:
+            return False
         kind = event.type()
-        if kind == QEvent.ParentChange:
+        if kind == QEvent.Type.ParentChange:
             if watched is self._widget and self._widget.parentWidget() is None \
                     and self._was_docked:
                 self.close()  # taken out of its dock (napari's x button)
             else:
                 self._follow_parents()
-        elif kind == QEvent.Close and (watched is self._widget
+        elif kind == QEvent.Type.Close and (watched is self._widget
                                        or isinstance(watched, QMainWindow)):
             self.close()
         return False

@@ -56,7 +56,8 @@ class LossPlot(_Plot):
         values = np.asarray([v for v in self.losses + self.unlabelled if v > 0 and
                              math.isfinite(v)])
         if not len(values):
-            painter.drawText(self.rect(), Qt.AlignCenter, "loss (log scale) appears here")
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
+                             "loss (log scale) appears here")
             return
         low, high = np.log10(values.min()), np.log10(values.max())
         if high - low < 1e-6:
@@ -113,5 +114,5 @@ class ScoreHistogram(_Plot):
             painter.setPen(QPen(QColor(color), 1.5))
             painter.drawPolyline(line)
             x = left + width * (threshold - self.BINS[0]) / span
-            painter.setPen(QPen(QColor(color), 1, Qt.DashLine))
+            painter.setPen(QPen(QColor(color), 1, Qt.PenStyle.DashLine))
             painter.drawLine(QPointF(x, top), QPointF(x, top + height))

@@ -8,18 +8,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..checkpoint import ModelCard, load_model
 from ..io.tomogram import Tomogram
+from ..model import AsymmetricUNet3D
 from ..predict import PeakCache, PredictConfig, pick_tomogram
 from ..train import resolve_device
 
 
-def run_prediction(model_dir: Path, cached: tuple[torch.nn.Module, ModelCard] | None,
+def run_prediction(model_dir: Path, cached: tuple[AsymmetricUNet3D, ModelCard] | None,
                    tomogram: Tomogram, config: PredictConfig, device_name: str,
                    on_progress: Callable[[int, int], None], should_stop: Callable[[], bool]
-                   ) -> tuple[torch.nn.Module, ModelCard, PeakCache, np.ndarray]:
+                   ) -> tuple[AsymmetricUNet3D, ModelCard, PeakCache, np.ndarray]:
     """Load the model (unless cached) and pick one tomogram; runs in the worker thread."""
     device = resolve_device(device_name)
     model, card = cached if cached is not None else load_model(model_dir, device)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import napari
 import numpy as np
@@ -363,7 +364,7 @@ class PredictionWidget(QWidget):
             layer.symbol = "disc"  # until evaluated (hit or false pick)
         self._update_counts()
 
-    def _on_points_edited(self, event: object) -> None:
+    def _on_points_edited(self, event: Any) -> None:  # a napari event (dynamic fields)
         """Record a user's addition, deletion or move in a predicted layer."""
         if self._updating or str(getattr(event, "action", "")) not in ("added", "removed",
                                                                           "changed"):

@@ -38,7 +38,10 @@ class ThresholdRows(QGroupBox):
                     heatmap_shown: dict[str, bool]) -> None:
         """Rebuild the rows (none: no prediction to show)."""
         while self.grid.count():
-            self.grid.takeAt(0).widget().deleteLater()
+            item = self.grid.takeAt(0)
+            widget = item.widget() if item is not None else None
+            assert widget is not None  # the grid holds widgets only
+            widget.deleteLater()
         self.rows.clear()
         if not classes:
             self.histogram.set_series([])
@@ -48,10 +51,10 @@ class ThresholdRows(QGroupBox):
             visible.setToolTip("show this class's heatmap")
             visible.setChecked(heatmap_shown.get(cls.name, False))
             visible.toggled.connect(lambda on, name=cls.name: self._on_visible(name, on))
-            slider = QLabeledDoubleSlider(Qt.Horizontal)
+            slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
             slider.setRange(PEAK_FLOOR, 1.0)
             slider.setDecimals(2)
-            slider.setSingleStep(0.01)
+            slider.setSingleStep(0.01)  # type: ignore[arg-type]  # superqt's stub says int
             slider.setValue(thresholds[cls.name])
             slider.valueChanged.connect(lambda v, name=cls.name: self._on_threshold(name, v))
             count = QLabel()

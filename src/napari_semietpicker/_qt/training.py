@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal
 from qtpy.QtCore import QTimer
+from qtpy.QtGui import QShowEvent
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -148,7 +149,7 @@ class TrainingWidget(QWidget):
 
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start")
-        self.start_button.clicked.connect(lambda: self.start())
+        self.start_button.clicked.connect(lambda: self.start())  # type: ignore[arg-type]  # its bool is unused
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
@@ -165,7 +166,7 @@ class TrainingWidget(QWidget):
         self._estimate_timer = QTimer(self)
         self._estimate_timer.setSingleShot(True)
         self._estimate_timer.setInterval(500)
-        self._estimate_timer.timeout.connect(self.estimate_eta)
+        self._estimate_timer.timeout.connect(self.estimate_eta)  # type: ignore[arg-type]  # its bool is unused
         for combo in (self.preset_combo, self.device_combo):
             combo.currentTextChanged.connect(lambda _: self._estimate_soon())
         for spin in (self.crop_spin, self.batch_spin):
@@ -208,7 +209,7 @@ class TrainingWidget(QWidget):
         elif not ticked and self.cotrain_spin.value():
             self.cotrain_spin.setValue(0)
 
-    def showEvent(self, event: object) -> None:  # noqa: N802 (Qt API)
+    def showEvent(self, event: QShowEvent | None) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)
         self._estimate_soon()
 
@@ -411,6 +412,7 @@ class TrainingWidget(QWidget):
 
     def _on_returned(self, result: TrainResult) -> None:
         self.result = result
+        assert self._job is not None  # a job returned
         out_dir = self._job.out_dir
         took = ""
         if self._stop_asked_at is not None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import napari
-from napari.layers import Image, Points
+from napari.layers import Image, Layer, Points
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -32,17 +33,23 @@ from ._layer_tools import (
 )
 
 
+def list_items(widget: QListWidget) -> list[QListWidgetItem]:
+    """The items of a list, in order."""
+    items = [widget.item(i) for i in range(widget.count())]
+    return [item for item in items if item is not None]  # every row up to count() has one
+
+
 def checked_keys(widget: QListWidget) -> set[str]:
     """Keys (image layer names or file paths) of the ticked items of a list."""
-    return {widget.item(i).data(Qt.UserRole) for i in range(widget.count())
-            if widget.item(i).checkState() == Qt.Checked}
+    return {item.data(Qt.ItemDataRole.UserRole) for item in list_items(widget)
+            if item.checkState() == Qt.CheckState.Checked}
 
 
 def _add_item(widget: QListWidget, text: str, key: str, ticked: bool) -> QListWidgetItem:
     item = QListWidgetItem(text)
-    item.setData(Qt.UserRole, key)
-    item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-    item.setCheckState(Qt.Checked if ticked else Qt.Unchecked)
+    item.setData(Qt.ItemDataRole.UserRole, key)
+    item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+    item.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
     widget.addItem(item)
     return item
 
@@ -86,13 +93,13 @@ class TrainingSets(QWidget):
         layout.addWidget(self.classes_label)
 
     # -- following the layers -------------------------------------------------------------------
-    def _watch(self, layer: object) -> None:
+    def _watch(self, layer: Layer) -> None:
         """Follow renames of a layer and point additions/deletions of picks layers."""
         self._connect(layer.events.name, self.refresh)
         if isinstance(layer, Points) and layer_meta(layer).get("role") == PICKS:
             self._connect(layer.events.data, self._on_picks_edited)
 
-    def _on_layers_changed(self, event: object) -> None:
+    def _on_layers_changed(self, event: Any) -> None:  # a napari event (dynamic fields)
         if event.type == "inserted":
             align_tomogram_layers(self.viewer)
             self._watch(event.value)
@@ -111,8 +118,8 @@ class TrainingSets(QWidget):
         """
         was_labelled = checked_keys(self.labelled_list)
         was_unlabelled = checked_keys(self.unlabelled_list)
-        listed = {self.unlabelled_list.item(i).data(Qt.UserRole)
-                  for i in range(self.unlabelled_list.count())}
+        listed = {item.data(Qt.ItemDataRole.UserRole)
+                  for item in list_items(self.unlabelled_list)}
         self.labelled_list.blockSignals(True)
         self.labelled_list.clear()
         self.unlabelled_list.clear()
@@ -141,10 +148,9 @@ class TrainingSets(QWidget):
         """Tick exactly these image layer names (or file paths) in the two lists."""
         for widget, names in ((self.labelled_list, set(labelled)),
                               (self.unlabelled_list, set(unlabelled))):
-            for i in range(widget.count()):
-                item = widget.item(i)
-                item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in names
-                                   else Qt.Unchecked)
+            for item in list_items(widget):
+                checked = item.data(Qt.ItemDataRole.UserRole) in names
+                item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
 
     def add_unlabelled_files(self, paths: Iterable[str | Path]) -> None:
         """Add tomogram files (MRC, zarr) to the unlabelled list, ticked."""

@@ -53,7 +53,7 @@ def sweep_orphans(folder: str | Path) -> list[Path]:
     Only names this module makes are touched, and only those of processes no longer
     running. Returns what was removed.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:

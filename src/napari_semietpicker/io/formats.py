@@ -115,7 +115,8 @@ def write_picks(df: pd.DataFrame, path: str | Path, *, voxel_size: VoxelSizeSpec
     if kind == "csv":
         write_picks_csv(df, path, keep_previous=keep_previous)
     elif kind in ("relion4", "relion5"):
-        write_star(df, path, version=kind, voxel_size=voxel_size, shape=shape_by_experiment,
+        write_star(df, path, version="relion4" if kind == "relion4" else "relion5",
+                   voxel_size=voxel_size, shape=shape_by_experiment,
                    keep_previous=keep_previous)
     elif kind == "coords":
         write_coords(df, path, voxel_size=voxel_size, keep_previous=keep_previous)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import Grid, bin_volume, same_voxel_size
+from ..geometry import Grid, as_vec3, bin_volume, same_voxel_size
 from . import import_optional
 from .tomogram import MIN_SIDE, Tomogram, tomogram_name
 
@@ -75,7 +75,8 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
         raise ValueError(f"{label}: not a readable zarr store ({err})") from err
     name = name or "tomogram"
     if isinstance(node, zarr.Array):
-        arrays, sizes, shifts = [node], [_given(voxel_size, label)], [None]
+        arrays, sizes = [node], [_given(voxel_size, label)]
+        shifts: list[np.ndarray | None] = [None]
     elif _multiscales(node.attrs) is not None:
         try:
             arrays, sizes, shifts = _ome_levels(node, label)
@@ -112,9 +113,9 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
         if shift is None:  # mean-binned from level 0
             offset = Grid(sizes[0]).coarser(size / sizes[0]).offset_A
         else:
-            offset = tuple(float(v) for v in shift - origin)
+            offset = as_vec3(shift - origin)
         levels.append(Tomogram(data=array, voxel_size=float(size), name=name,
-                               origin_A=tuple(float(v) for v in origin), offset_A=offset,
+                               origin_A=as_vec3(origin), offset_A=offset,
                                source=label))
     if not levels:
         raise ValueError(
@@ -153,7 +154,10 @@ def _multiscales(attrs: Any) -> list | None:
 
 def _ome_levels(group: Any, label: str) -> tuple[list, list[float], list[np.ndarray | None]]:
     """Arrays, voxel sizes (A) and translations (A, z y x; None where a level has none)."""
-    meta = _multiscales(group.attrs)[0]
+    multiscales = _multiscales(group.attrs)
+    if multiscales is None:
+        raise ValueError(f"{label}: no OME-Zarr multiscales metadata")
+    meta = multiscales[0]
     factor = _unit_factor(meta.get("axes", []), label)
     top_scale, top_shift = _transforms(meta.get("coordinateTransformations", []), label)
     arrays, sizes, shifts = [], [], []
@@ -196,7 +200,8 @@ def _transforms(items: list, label: str) -> tuple[np.ndarray, np.ndarray | None]
 
 def _unit_factor(axes: list, label: str) -> float:
     """Angstrom per unit of the spatial axes; no unit means Angstrom, as copick writes."""
-    units = {a.get("unit") for a in axes if isinstance(a, dict) and a.get("type") == "space"}
+    units: set[Any] = {a.get("unit") for a in axes
+                       if isinstance(a, dict) and a.get("type") == "space"}
     units.discard(None)
     if not units:
         return 1.0
