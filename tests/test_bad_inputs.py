@@ -268,4 +268,5 @@ def test_a_utf8_bom_csv_opens_in_napari(files):
     reader = napari_get_reader(str(path))
     assert reader is not None
     layers = reader(str(path))
-    assert len(layers) == 1 and np.allclose(layers[0][0], [[30.0, 20.0, 10.0]])
+    (data, attrs, _), = layers  # Points data in voxels of the layer's scale (Angstrom/voxel)
+    assert np.allclose(data * np.asarray(attrs.get("scale", 1.0)), [[30.0, 20.0, 10.0]])
