@@ -53,6 +53,7 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_every: int = 200
     positive_fraction: float = 0.7
+    negative_fraction: float = 0.5  # of the other crops, near a hard negative (if any)
     lam: float = 4.0
     ema_alpha: float = 1e-3
     unlabelled_weight: float = 1.0
@@ -188,7 +189,7 @@ class Trainer:
                              f"stride {SIZE_MULTIPLE}; use a batch of 2 or crops of "
                              f"{2 * SIZE_MULTIPLE}")
         self.labelled = CropSampler(labelled, crop_shape, classes, model_config.output_stride,
-                                    config.positive_fraction)
+                                    config.positive_fraction, config.negative_fraction)
         self.unlabelled = CropSampler(unlabelled, crop_shape, (), model_config.output_stride,
                                       0.0) if unlabelled else None
         self.student = build_model(model_config).to(self.device)
