@@ -126,7 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, ema_alpha=args.ema_alpha,
         unlabelled_weight=args.unlabeled_weight,
         multi_view=mode.get("multi_view", True), dropblock=mode.get("dropblock", True))
-    trainer = Trainer(config, classes, labelled, args.out, unlabelled, resume=args.resume)
+    trainer = Trainer(config, classes, labelled, args.out, unlabelled, resume=args.resume,
+                      init_from=args.init_from)
     interrupted = []
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save, stop
@@ -294,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled tomograms: MRC/REC/MAP or zarr (globs ok)")
     p.add_argument("--picks", default=None,
                    help="picks file: CZII CSV, RELION STAR or copick JSON (experiment = "
-                        "tomogram file stem)")
+                        "tomogram file stem); a CSV 'role' column marks rows 'negative' "
+                        "(rejected in review: hard negatives) or 'positive' (the default)")
     p.add_argument("--unlabeled", nargs="+", default=[], help="unlabelled tomograms (globs ok)")
     p.add_argument("--runs", nargs="+", default=None, help="copick: labelled runs")
     p.add_argument("--unlabeled-runs", nargs="+", default=None, help="copick: unlabelled runs")
@@ -317,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_source_options(p)
     p.add_argument("--resume", action="store_true", help="continue from the model directory")
+    p.add_argument("--init-from", default=None,
+                   help="fine-tune: start from this model's weights (same classes and preset)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="pick particles with a trained model")
