@@ -146,7 +146,9 @@ def test_decisions_survive_a_restart_and_become_labels(heat, tmp_path):
     assert {i: d.action for i, d in again.decisions.items()} == {
         0: REJECT, 1: CHANGE_CLASS, 2: ACCEPT, 3: MOVE}
     np.testing.assert_allclose(again.decisions[3].zyx, moved, atol=1e-3)
-    labels = labels_after_review(peaks, THRESHOLDS, again)
+    peaks["peak"] = np.arange(len(peaks))
+    shown = peaks[peaks["score"] >= 0.4]  # the picks at the thresholds, with their peak ids
+    labels = labels_after_review(shown, again)
     positives = labels[labels["role"] == "positive"]
     # Above threshold and undecided: only a's 0.9; decided: b (was a 0.7), a 0.43, moved a.
     assert sorted(positives["particle_type"]) == ["a", "a", "a", "b"]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .classes import ParticleClass
-from .io.picks import picks_from_positions, positions_A
+from .io.picks import POSITIVE, picks_from_positions, positions_A
 from .io.tomogram import Tomogram
 
 #: Key under which layers carry our metadata (class, tomogram, role).
@@ -78,6 +78,7 @@ def picks_from_layer(data: np.ndarray, metadata: dict, features: pd.DataFrame | 
     """The picks table of one Points layer made by :func:`points_layer` (or by the user).
 
     The class comes from the layer's metadata; ``experiment`` overrides the tomogram name.
+    A ``role`` feature (hard negatives from review) becomes the table's ``role`` column.
     """
     meta = metadata.get(META, {})
     if "class" not in meta:
@@ -87,5 +88,8 @@ def picks_from_layer(data: np.ndarray, metadata: dict, features: pd.DataFrame | 
     score = None
     if features is not None and "score" in features and len(features) == len(data):
         score = features["score"].to_numpy(float)
-    return picks_from_positions(np.asarray(data, dtype=float).reshape(-1, 3), name,
-                                meta["class"], score)
+    picks = picks_from_positions(np.asarray(data, dtype=float).reshape(-1, 3), name,
+                                 meta["class"], score)
+    if features is not None and "role" in features and len(features) == len(data):
+        picks["role"] = features["role"].fillna(POSITIVE).astype(str).to_numpy()
+    return picks

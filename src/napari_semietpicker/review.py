@@ -306,18 +306,14 @@ def review_path(tomogram_source_or_name: str | Path) -> Path:
     return picks.with_name(picks.name.removesuffix(".picks.csv") + ".review.csv")
 
 
-def labels_after_review(peaks: pd.DataFrame, thresholds: Mapping[str, float],
-                        review: Review) -> pd.DataFrame:
-    """Training labels of a reviewed tomogram: its picks at the thresholds with the decisions
-    applied. Decided peaks are replaced by their decision: accepted, moved and re-classed
-    ones are positives at their final class and place, rejected ones hard negatives.
-    Undecided picks above threshold stay positives (the model's own labels, as "use
-    corrections as labels" does)."""
-    peaks = peaks.reset_index(drop=True)
-    limit = peaks["particle_type"].map(thresholds).to_numpy(float)
+def labels_after_review(picks: pd.DataFrame, review: Review) -> pd.DataFrame:
+    """Training labels of a reviewed tomogram: its current picks (those above threshold, with
+    a ``peak`` id column) with the decisions applied. Decided peaks are replaced by their
+    decision: accepted, moved and re-classed ones are positives at their final class and
+    place, rejected ones hard negatives. Undecided picks stay positives (the model's own
+    labels, as "use corrections as labels" does)."""
     decided = {int(review.queue["peak"].iloc[i]) for i in review.decisions}
-    keep = (peaks["score"].to_numpy(float) >= limit) & ~peaks.index.isin(list(decided))
-    kept = peaks.loc[keep, ["experiment", "particle_type", "x", "y", "z", "score"]].copy()
-    kept["role"] = POSITIVE
+    kept = picks[~picks["peak"].isin(list(decided))]
+    kept = kept[["experiment", "particle_type", "x", "y", "z", "score"]].assign(role=POSITIVE)
     answers = review.table()[["experiment", "particle_type", "x", "y", "z", "score", "role"]]
     return pd.concat([t for t in (kept, answers) if len(t)] or [kept], ignore_index=True)

@@ -18,6 +18,7 @@ from napari.layers import Points
 from scipy.spatial import cKDTree
 
 from ..checkpoint import ModelCard
+from ..classes import ParticleClass
 from ..layers import PICKS, PREDICTED
 from ..metrics import CZII_DISTANCE_FACTOR
 from ..predict import PeakCache
@@ -101,22 +102,27 @@ def merge_into_labels(viewer: napari.Viewer, prediction: Prediction) -> int:
         predicted = find_layer(viewer, Points, prediction.tomogram, PREDICTED, cls.name)
         if predicted is None:
             continue
-        new = layer_picks(predicted, prediction.origin, prediction.tomogram)
-        target = find_layer(viewer, Points, prediction.tomogram, PICKS, cls.name)
-        if target is None:
-            add_points_layer(viewer, new, cls, prediction.tomogram, PICKS, prediction.origin)
-            added += len(new)
-        else:
-            old = layer_picks(target, prediction.origin, prediction.tomogram)
-            zyx = new[["z", "y", "x"]].to_numpy(float)
-            if len(old) and len(zyx):
-                far = cKDTree(old[["z", "y", "x"]].to_numpy(float)).query(zyx)[0] \
-                    > CZII_DISTANCE_FACTOR * cls.radius_A
-                zyx = zyx[far]
-            if len(zyx):
-                world = zyx + prediction.origin
-                target.add((world - np.asarray(target.translate[-3:])) /
-                           np.asarray(target.scale[-3:]))
-            added += len(zyx)
+        added += add_to_labels(viewer, prediction, cls,
+                               layer_picks(predicted, prediction.origin, prediction.tomogram))
         predicted.visible = False
     return added
+
+
+def add_to_labels(viewer: napari.Viewer, prediction: Prediction, cls: ParticleClass,
+                  new: pd.DataFrame) -> int:
+    """Add one class's picks (Angstrom from the tomogram corner) to its picks layer, made if
+    missing; a pick within half a radius of an existing one is skipped. Returns how many."""
+    target = find_layer(viewer, Points, prediction.tomogram, PICKS, cls.name)
+    if target is None:
+        add_points_layer(viewer, new, cls, prediction.tomogram, PICKS, prediction.origin)
+        return len(new)
+    old = layer_picks(target, prediction.origin, prediction.tomogram)
+    zyx = new[["z", "y", "x"]].to_numpy(float)
+    if len(old) and len(zyx):
+        far = cKDTree(old[["z", "y", "x"]].to_numpy(float)).query(zyx)[0] \
+            > CZII_DISTANCE_FACTOR * cls.radius_A
+        zyx = zyx[far]
+    if len(zyx):
+        world = zyx + prediction.origin
+        target.add((world - np.asarray(target.translate[-3:])) / np.asarray(target.scale[-3:]))
+    return len(zyx)
