@@ -35,7 +35,7 @@ from napari_semietpicker.data import prepare_volume
 from napari_semietpicker.io.picks import positions_A
 from napari_semietpicker.io.tomogram import read_tomogram
 from napari_semietpicker.metrics import evaluate
-from napari_semietpicker.predict import PredictConfig, pick_tomogram
+from napari_semietpicker.predict import PeakCache, PredictConfig, pick_tomogram
 from napari_semietpicker.review import (
     ACCEPT,
     CHANGE_CLASS,
@@ -172,8 +172,7 @@ def main() -> None:
                     answers.append(action)
                 pool = []
                 for t in pool_t:
-                    shown = peaks[t.name]
-                    shown = shown[shown["score"] >= shown["particle_type"].map(thresholds)]
+                    shown = PeakCache(t.name, peaks[t.name]).at(thresholds)
                     pool.append(prepare_volume(t, labels_after_review(shown, reviews[t.name]),
                                                classes))
                 cpu = time.process_time()

@@ -83,6 +83,12 @@ def test_queue_ranks_confusion_then_threshold_then_uncovered(heat):
     assert queue["item"].tolist() == list(range(len(queue)))
 
 
+def test_no_candidates_make_an_empty_queue(heat):
+    peaks = peaks_from_heatmaps(heat * 0, card(), "t").picks
+    queue = build_queue(peaks, CLASSES, THRESHOLDS, heat * 0, VOXEL, STRIDE)
+    assert len(queue) == 0 and Review(queue).progress() == "0 of 0 reviewed"
+
+
 def test_flip_view_spread_is_their_standard_deviation():
     class Ramp(torch.nn.Module):
         """Output = a ramp along z: flipping z changes it, flipping y or x does not."""

@@ -158,11 +158,11 @@ def build_queue(peaks: pd.DataFrame, classes: Sequence[ParticleClass],
     ratio, rival = confusion(queued, classes)
     queued["priority"] = _noisy_or([near, views, ratio]) if len(queued) else []
     reasons = []
-    for row, u_near, u_views, u_conf, other in zip(queued.itertuples(), near, views, ratio,
-                                                   rival):
+    for row, u_near, u_views, sd, u_conf, other in zip(queued.itertuples(), near, views, spread,
+                                                       ratio, rival):
         parts = [(u_near, f"score {row.score:.2f} near threshold "
                           f"{thresholds[row.particle_type]:.2f}"),
-                 (u_views, f"flip views disagree (sd {u_views * row.score:.2f})"),
+                 (u_views, f"flip views disagree (sd {sd:.2f})"),
                  (u_conf, f"also {other} here")]
         said = [text for u, text in sorted(parts, key=lambda p: -p[0]) if u > 0.05]
         reasons.append("; ".join(said) or f"confident (score {row.score:.2f})")

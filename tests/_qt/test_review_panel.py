@@ -52,7 +52,7 @@ def test_review_panel_keys_autosave_and_labels(panel, blob_viewer, qtbot, blob_s
     assert widget.progress_label.text() == f"0 of {n} reviewed"
     priorities = widget.review.queue["priority"].to_numpy()
     assert np.all(np.diff(priorities) <= 1e-12)  # most uncertain first
-    assert widget.table.item(0, 3).text() == widget.review.queue["reason"].iloc[0]
+    assert widget.table.item(0, 4).text() == widget.review.queue["reason"].iloc[0]
     assert widget.index == 0 and centred_on(blob_viewer, world_of(widget, 0))
 
     press(blob_viewer, Qt.Key_K)  # accept item 0, go on to item 1
@@ -73,7 +73,7 @@ def test_review_panel_keys_autosave_and_labels(panel, blob_viewer, qtbot, blob_s
     press(blob_viewer, Qt.Key_N)
     assert widget.index == 4
     assert widget.progress_label.text() == f"4 of {n} reviewed"
-    assert widget.table.item(2, 4).text().startswith("change-class to ")
+    assert widget.table.item(2, 3).text().startswith("change-class to ")
 
     # Every decision is on disk already: a new panel (after a kill) restores all four.
     saved = load_decisions(widget.path)

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QTableWidget,
@@ -51,6 +52,7 @@ CURRENT = "review"
 #: napari keys of the panel (none of them is a napari default)
 KEYS = {"accept": "k", "reject": "j", "change class": "h", "move to cursor": "g",
         "next": "n", "previous": "Shift-N"}
+COLUMNS = ["class", "score", "priority", "decision", "reason"]
 #: the view shows this many particle radii across
 FIELD_RADII = 12
 
@@ -81,11 +83,13 @@ class ReviewWidget(QWidget):
         layout.addWidget(self.build_button)
         self.progress_label = QLabel("no queue yet")
         layout.addWidget(self.progress_label)
-        self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["class", "score", "priority", "reason", "decision"])
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setStretchLastSection(True)
         self.table.cellClicked.connect(lambda row, _: self.go(row))
         layout.addWidget(self.table)
         moves = QHBoxLayout()
@@ -185,10 +189,12 @@ class ReviewWidget(QWidget):
         queue = self.review.queue
         self.table.setRowCount(len(queue))
         for row, item in enumerate(queue.itertuples()):
-            cells = [item.particle_type, f"{item.score:.2f}", f"{item.priority:.2f}",
-                     item.reason, ""]
+            cells = [item.particle_type, f"{item.score:.2f}", f"{item.priority:.2f}", "",
+                     item.reason]
             for column, text in enumerate(cells):
-                self.table.setItem(row, column, QTableWidgetItem(text))
+                cell = QTableWidgetItem(text)
+                cell.setToolTip(item.reason)
+                self.table.setItem(row, column, cell)
             self._show_decision(row)
         self._update_progress()
 
@@ -196,7 +202,7 @@ class ReviewWidget(QWidget):
         decision = self.review.decisions.get(row)
         text = "" if decision is None else decision.action + (
             f" to {decision.particle_type}" if decision.action == CHANGE_CLASS else "")
-        self.table.item(row, 4).setText(text)
+        self.table.item(row, COLUMNS.index("decision")).setText(text)
 
     def _update_progress(self) -> None:
         self.progress_label.setText(self.review.progress() if self.review else "no queue yet")
