@@ -138,7 +138,8 @@ def main() -> None:
                              device=args.device, checkpoint_every=10**9)
         base = out / f"seed{seed}" / "base"
         cpu = time.process_time()
-        Trainer(config, classes, labelled, base).run()
+        if not (base / "model.safetensors").is_file():  # deterministic: a rerun reuses it
+            Trainer(config, classes, labelled, base).run()
         rows.append({"seed": seed, "order": "none", "K": 0, "fine-tuned": False,
                      **score(base, test_t, test_truth, classes, device),
                      "cpu s": time.process_time() - cpu})
@@ -175,12 +176,12 @@ def main() -> None:
                     shown = PeakCache(t.name, peaks[t.name]).at(thresholds)
                     pool.append(prepare_volume(t, labels_after_review(shown, reviews[t.name]),
                                                classes))
-                cpu = time.process_time()
+                cpu, wall = time.process_time(), time.perf_counter()
                 run_dir = out / f"seed{seed}" / f"{order}-{budget}"
                 Trainer(tune, classes, [*labelled, *pool], run_dir, init_from=base).run()
                 row = {"seed": seed, "order": order if budget else "none", "K": budget,
                        "fine-tuned": True, **score(run_dir, test_t, test_truth, classes, device),
-                       "cpu s": time.process_time() - cpu,
+                       "cpu s": time.process_time() - cpu, "wall s": time.perf_counter() - wall,
                        **{a: answers.count(a) for a in (ACCEPT, MOVE, CHANGE_CLASS, REJECT)}}
                 rows.append(row)
                 print(f"seed {seed} {row['order']:6} K={budget:3}: CZII {row['CZII']:.3f}, "

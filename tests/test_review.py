@@ -25,6 +25,7 @@ from napari_semietpicker.review import (
     MOVE,
     REJECT,
     Review,
+    box_mean,
     build_queue,
     labels_after_review,
     load_decisions,
@@ -81,6 +82,14 @@ def test_queue_ranks_confusion_then_threshold_then_uncovered(heat):
     assert uncovered["peak"].iloc[0] == -1 and "uncovered" in uncovered["reason"].iloc[0]
     assert got[-1] == ("a", "peak", 0.9) and queue["priority"].iloc[-1] == 0
     assert queue["item"].tolist() == list(range(len(queue)))
+    short = build_queue(peaks, CLASSES, THRESHOLDS, heat, VOXEL, STRIDE, max_items=2)
+    assert short["score"].tolist() == queue["score"].iloc[:2].tolist()
+
+
+def test_box_mean_is_the_cube_average():
+    grid = torch.rand(20, 31, 27, generator=torch.Generator().manual_seed(0))
+    cube = torch.nn.functional.avg_pool3d(grid[None, None], 7, stride=1, padding=3)[0, 0]
+    torch.testing.assert_close(box_mean(grid, 3), cube, atol=1e-5, rtol=0)
 
 
 def test_no_candidates_make_an_empty_queue(heat):

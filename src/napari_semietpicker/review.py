@@ -40,6 +40,8 @@ from .io.picks import NEGATIVE, POSITIVE, positions_A, validate_picks
 
 #: Scores this far either side of the class threshold count as uncertain.
 THRESHOLD_BAND = 0.2
+#: No one reviews more than this many items of one tomogram: the queue stops there.
+MAX_ITEMS = 2000
 #: A class of weight 0 still gets this share of the priority (it is still a class to pick).
 MIN_CLASS_FACTOR = 0.25
 ACCEPT, REJECT, CHANGE_CLASS, MOVE = "accept", "reject", "change-class", "move"
@@ -61,34 +63,52 @@ def threshold_uncertainty(scores: np.ndarray, thresholds: np.ndarray,
 
 
 def confusion(picks: pd.DataFrame, classes: Sequence[ParticleClass]
-              ) -> tuple[np.ndarray, list[str]]:
-    """Per pick: the best other-class candidate within the larger radius, score ratio, name."""
-    radius = {c.name: c.radius_A for c in classes}
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Per pick: the nearest candidate of each other class within the larger of the two
+    radii; the highest of their scores over the pick's own (at most 1), and its row (-1).
+
+    One nearest-neighbour query per pair of classes: fast for the hundreds of thousands of
+    candidates of a whole tomogram.
+    """
     zyx = positions_A(picks)
     names = picks["particle_type"].to_numpy(str)
     scores = picks["score"].to_numpy(float)
     ratio = np.zeros(len(picks))
-    rival = [""] * len(picks)
-    if len(picks) < 2:
-        return ratio, rival
-    tree = cKDTree(zyx)
-    for i, near in enumerate(tree.query_ball_point(zyx, max(radius.values()))):
-        for j in near:
-            if names[j] == names[i]:
+    rival = np.full(len(picks), -1)
+    rows = {c.name: np.flatnonzero(names == c.name) for c in classes}
+    for a in classes:
+        for b in classes:
+            if a.name == b.name or not len(rows[a.name]) or not len(rows[b.name]):
                 continue
-            if np.linalg.norm(zyx[j] - zyx[i]) <= max(radius[names[i]], radius[names[j]]):
-                value = min(1.0, scores[j] / max(scores[i], 1e-6))
-                if value > ratio[i]:
-                    ratio[i], rival[i] = value, f"{names[j]} {scores[j]:.2f}"
+            reach = max(a.radius_A, b.radius_A)
+            distance, nearest = cKDTree(zyx[rows[b.name]]).query(
+                zyx[rows[a.name]], distance_upper_bound=reach * (1 + 1e-9))
+            found = np.isfinite(distance)
+            own, other = rows[a.name][found], rows[b.name][nearest[found]]
+            value = np.minimum(1.0, scores[other] / np.maximum(scores[own], 1e-6))
+            better = value > ratio[own]
+            ratio[own[better]], rival[own[better]] = value[better], other[better]
     return ratio, rival
+
+
+def box_mean(heat: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean of a (D, H, W) grid over the cube of side 2 radius + 1 around each voxel (zeros
+    outside), from running sums along each axis: the cost does not grow with the cube."""
+    out = heat.float()
+    side = 2 * radius + 1
+    for dim in range(3):
+        pad = [0, 0] * 3
+        pad[2 * (2 - dim)], pad[2 * (2 - dim) + 1] = radius + 1, radius
+        sums = F.pad(out, pad).cumsum(dim)
+        n = out.shape[dim]
+        out = (sums.narrow(dim, side, n) - sums.narrow(dim, 0, n)) / side
+    return out
 
 
 def peak_mass(heat: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
     """Heatmap summed within ``radius`` output voxels (a cube), in units of the mass an ideal
     unit-height peak of this class's width has there: a sharp peak of height h gives ~h."""
-    side = 2 * radius + 1
-    mass = F.avg_pool3d(heat[None, None].float(), side, stride=1, padding=radius,
-                        count_include_pad=True)[0, 0]
+    mass = box_mean(heat, radius)
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     ideal = torch.exp(-offsets**2 / (2 * sigma**2)).mean() ** 3
     return mass / ideal
@@ -126,6 +146,17 @@ def uncovered_regions(heat: torch.Tensor | np.ndarray, classes: Sequence[Particl
                                        "mass"])
 
 
+def _peak_reason(row: object, thresholds: Mapping[str, float]) -> str:
+    """Why a peak is in the queue: its signals, strongest first."""
+    parts = [(row.signal_near, f"score {row.score:.2f} near threshold "
+                         f"{thresholds[row.particle_type]:.2f}"),
+             (row.signal_views, f"flip views disagree (sd {row.signal_spread:.2f})"),
+             (row.signal_confusion,
+              f"also {row.signal_rival_type} {row.signal_rival_score:.2f} here")]
+    said = [text for u, text in sorted(parts, key=lambda p: -p[0]) if u > 0.05]
+    return "; ".join(said) or f"confident (score {row.score:.2f})"
+
+
 def class_factors(classes: Sequence[ParticleClass]) -> dict[str, float]:
     """Priority factor per class: 1 for the most weighted, ``MIN_CLASS_FACTOR`` for weight 0."""
     top = max((c.weight for c in classes), default=0.0)
@@ -136,8 +167,9 @@ def class_factors(classes: Sequence[ParticleClass]) -> dict[str, float]:
 def build_queue(peaks: pd.DataFrame, classes: Sequence[ParticleClass],
                 thresholds: Mapping[str, float], heat: torch.Tensor | np.ndarray | None = None,
                 voxel_size: float | None = None, stride: int = 2,
-                band: float = THRESHOLD_BAND) -> pd.DataFrame:
-    """The review queue of one tomogram, most uncertain first, across classes.
+                band: float = THRESHOLD_BAND, max_items: int = MAX_ITEMS) -> pd.DataFrame:
+    """The review queue of one tomogram, most uncertain first, across classes, at most
+    ``max_items`` long.
 
     ``peaks`` are the cached candidate peaks (a :class:`~.predict.PeakCache`'s picks: their
     row number is the peak id; an optional ``view_spread`` column). With ``heat`` (the
@@ -157,22 +189,15 @@ def build_queue(peaks: pd.DataFrame, classes: Sequence[ParticleClass],
     views = np.clip(spread / np.maximum(queued["score"].to_numpy(float), 1e-6), 0, 1)
     ratio, rival = confusion(queued, classes)
     queued["priority"] = _noisy_or([near, views, ratio]) if len(queued) else []
-    reasons = []
-    for row, u_near, u_views, sd, u_conf, other in zip(queued.itertuples(), near, views, spread,
-                                                       ratio, rival):
-        parts = [(u_near, f"score {row.score:.2f} near threshold "
-                          f"{thresholds[row.particle_type]:.2f}"),
-                 (u_views, f"flip views disagree (sd {sd:.2f})"),
-                 (u_conf, f"also {other} here")]
-        said = [text for u, text in sorted(parts, key=lambda p: -p[0]) if u > 0.05]
-        reasons.append("; ".join(said) or f"confident (score {row.score:.2f})")
-    queued["reason"] = reasons
-    queued["kind"] = "peak"
+    signals = {"near": near, "views": views, "spread": spread, "confusion": ratio,
+               "rival_type": np.where(rival >= 0, queued["particle_type"].to_numpy(str)[rival],
+                                      ""),
+               "rival_score": np.where(rival >= 0, queued["score"].to_numpy(float)[rival], 0.0)}
+    queued = queued.assign(**{f"signal_{k}": v for k, v in signals.items()}, kind="peak")
     tables = [queued]
     if heat is not None and len(peaks):
         experiment = str(peaks["experiment"].iloc[0])
-        picked = peaks[scores >= peaks["particle_type"].map(thresholds).to_numpy(float) - band]
-        empty = uncovered_regions(heat, classes, voxel_size, stride, thresholds, picked,
+        empty = uncovered_regions(heat, classes, voxel_size, stride, thresholds, queued,
                                   experiment)
         if len(empty):
             level = empty["particle_type"].map(thresholds).to_numpy(float)
@@ -187,8 +212,10 @@ def build_queue(peaks: pd.DataFrame, classes: Sequence[ParticleClass],
     factor = queue["particle_type"].map(class_factors(classes)).to_numpy(float)
     queue["priority"] = queue["priority"].to_numpy(float) * factor
     queue = queue.sort_values(["priority", "score"], ascending=[False, False], kind="stable")
-    queue = queue.reset_index(drop=True)
+    queue = queue.iloc[:max_items].reset_index(drop=True)
     queue["item"] = np.arange(len(queue))
+    queue["reason"] = [row.reason if row.kind == "uncovered" else _peak_reason(row, thresholds)
+                       for row in queue.itertuples()]
     columns = ["experiment", "particle_type", "x", "y", "z", "score", *QUEUE_COLUMNS]
     return queue[columns + (["view_spread"] if "view_spread" in queue else [])]
 

@@ -43,7 +43,7 @@ from ..review import (
     labels_after_review,
     review_path,
 )
-from ._layer_tools import HEATMAP, add_points_layer, find_layer, layer_meta
+from ._layer_tools import HEATMAP, add_points_layer, find_layer, layer_meta, tomogram_name
 from ._widgets import StatusLabel
 from .corrections import USER_POINT, Prediction, add_to_labels
 
@@ -167,7 +167,7 @@ class ReviewWidget(QWidget):
                             card.model.output_stride)
         self.prediction, self.review = prediction, Review(queue)
         image = next((layer for layer in self.viewer.layers if isinstance(layer, Image)
-                      and layer.name == prediction.tomogram), None)
+                      and tomogram_name(layer) == prediction.tomogram), None)
         source = getattr(getattr(image, "source", None), "path", None)
         self.path = review_path(source or prediction.tomogram)
         try:
