@@ -221,3 +221,15 @@ def test_hard_negatives_are_sampled_with_zero_target():
         local = input_to_output(np.array([50.0, 50.0, 50.0]) - origin, STRIDE)
         index = tuple(np.clip(np.rint(local).astype(int), 0, 7))
         assert target[(0, *index)] == 0.0 and target.max() == 0.0
+
+
+def test_roles_survive_a_points_layer_round_trip():
+    """A picks table with negatives (an autosave, a reviewed file) read into a layer and
+    back keeps them negative: they never turn into positives."""
+    from napari_semietpicker.layers import picks_from_layer, points_layer
+
+    picks = picks_from_positions(np.array([[10.0, 20, 30], [40, 50, 60]]), "t", "a")
+    picks["role"] = ["positive", "negative"]
+    data, attrs, _ = points_layer(picks, CLASSES[0], "t")
+    back = picks_from_layer(data, attrs["metadata"], attrs["features"])
+    assert back["role"].tolist() == ["positive", "negative"]

@@ -49,6 +49,8 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
     own = picks[(picks["particle_type"] == cls.name) & (picks["experiment"] == experiment)]
     features = {"score": own["score"].to_numpy(float) if "score" in own else
                 np.ones(len(own))}
+    if "role" in own:  # hard negatives stay negatives through layers and autosaves
+        features["role"] = own["role"].to_numpy(str)
     return (positions_A(own), {
         "name": picks_layer_name(cls.name, role),
         "size": 2 * cls.radius_A,
