@@ -61,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--density", type=float, default=3.0, help="x the CZII particle density")
     p.add_argument("--data-seed", type=int, default=1000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--base-seed", type=int, default=None,
+                   help="one first model (trained with this seed) for all seeds, which then "
+                        "vary the fine-tuning and the random order only (saves time)")
     p.add_argument("--steps", type=int, default=400, help="training steps of the first model")
     p.add_argument("--finetune", type=int, default=150, help="fine-tuning steps per round")
     p.add_argument("--budgets", type=int, nargs="+", default=[10, 25, 50])
@@ -133,10 +136,11 @@ def main() -> None:
           f"{args.preset}, crop {args.crop}, batch {args.batch_size}", flush=True)
     rows = []
     for seed in args.seeds:
+        base_seed = seed if args.base_seed is None else args.base_seed
         config = TrainConfig(steps=args.steps, cotrain_steps=0, preset=args.preset,
-                             crop=args.crop, batch_size=args.batch_size, seed=seed,
+                             crop=args.crop, batch_size=args.batch_size, seed=base_seed,
                              device=args.device, checkpoint_every=10**9)
-        base = out / f"seed{seed}" / "base"
+        base = out / f"seed{base_seed}" / "base"
         cpu = time.process_time()
         if not (base / "model.safetensors").is_file():  # deterministic: a rerun reuses it
             Trainer(config, classes, labelled, base).run()
@@ -157,7 +161,7 @@ def main() -> None:
         queued = sum(len(r.queue) for r in reviews.values())
         print(f"seed {seed}: {queued} items queued in the pool "
               f"({time.process_time() - cpu:.0f} s CPU with flips)", flush=True)
-        tune = TrainConfig(**{**vars(config), "steps": args.finetune})
+        tune = TrainConfig(**{**vars(config), "steps": args.finetune, "seed": seed})
         for order in args.orders:
             items = ordered_items(reviews, order, seed)
             for budget in sorted({0, *args.budgets}):
