@@ -123,3 +123,27 @@ def test_match_tunes_thresholds_on_labelled_tomograms(simulated, tmp_path, capsy
     assert set(table["experiment"]) == {"sim_002"} and (table["score"] > 0).all()
     assert main(["-q", "match", tomograms[2], "--out", str(out), "--labelled", tomograms[0]]) == 2
     assert "go together" in capsys.readouterr().err
+
+def test_fine_tune_with_reviewed_picks_reads_negatives(simulated, tmp_path, monkeypatch):
+    """``train --picks`` with a role column: rejected rows reach the sampler as negatives."""
+    from napari_semietpicker import data
+
+    tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
+    base = ["-q", "train", "--tomograms", tomograms[0], "--preset", "tiny", "--crop", "64",
+            "--cotrain-steps", "0", "--steps", "2"]
+    assert main([*base, "--picks", str(simulated / "picks.csv"), "--out",
+                 str(tmp_path / "m")]) == 0
+    picks = read_picks(simulated / "picks.csv")
+    picks = picks[picks["experiment"] == "sim_000"].reset_index(drop=True)
+    picks["role"] = ["negative" if i < 3 else "positive" for i in range(len(picks))]
+    reviewed = tmp_path / "reviewed.csv"
+    picks.to_csv(reviewed, index=False)
+    volumes = []
+    real = data.prepare_volume
+    monkeypatch.setattr(data, "prepare_volume",
+                        lambda *a, **k: volumes.append(real(*a, **k)) or volumes[-1])
+    assert main([*base, "--picks", str(reviewed), "--out", str(tmp_path / "tuned"),
+                 "--init-from", str(tmp_path / "m")]) == 0
+    assert len(volumes[0].negatives) == 3 and len(volumes[0].positions) == len(picks) - 3
+    assert load_card(tmp_path / "tuned").history["fine_tuned_from"] == str(
+        (tmp_path / "m").resolve())

@@ -182,7 +182,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                            ("ema_schedule", args.ema_schedule),
                                            ("unlabelled_rampup", args.unlabeled_rampup))
            if value is not None})  # unset: TrainConfig's defaults
-    trainer = Trainer(config, classes, labelled, args.out, unlabelled, resume=args.resume)
+    trainer = Trainer(config, classes, labelled, args.out, unlabelled, resume=args.resume,
+                      init_from=args.init_from)
     interrupted: list[bool] = []
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save, stop
@@ -421,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled tomograms: MRC/REC/MAP or zarr (globs ok)")
     p.add_argument("--picks", default=None,
                    help="picks file: CZII CSV, RELION STAR or copick JSON (experiment = "
-                        "tomogram file stem)")
+                        "tomogram file stem); a CSV 'role' column marks rows 'negative' "
+                        "(rejected in review: hard negatives) or 'positive' (the default)")
     p.add_argument("--unlabeled", nargs="+", default=[], help="unlabelled tomograms (globs ok)")
     p.add_argument("--runs", nargs="+", default=None, help="copick: labelled runs")
     p.add_argument("--unlabeled-runs", nargs="+", default=None, help="copick: unlabelled runs")
@@ -459,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the model directory")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a model already in --out (default: refuse)")
+    p.add_argument("--init-from", default=None,
+                   help="fine-tune: start from this model's weights (same classes and preset)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="pick particles with a trained model")

@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from .classes import ParticleClass
 from .geometry import input_to_output, same_voxel_size
 from .heatmap import class_sigmas, render_targets
-from .io.picks import positions_A, select
+from .io.picks import is_negative, positions_A, select
 from .io.tomogram import Tomogram, normalize
 from .model import SIZE_MULTIPLE
 
@@ -37,11 +37,16 @@ class Volume:
     voxel_size: float
     positions: np.ndarray | None = None  # (N, 3) voxel indices (Tomogram.grid); None = unlabelled
     class_index: np.ndarray | None = None  # (N,)
+    negatives: np.ndarray | None = None  # (M, 3) input voxel positions of rejected picks
 
 
 def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
                    classes: Sequence[ParticleClass] = ()) -> Volume:
-    """Normalise a tomogram and attach its picks (rows whose experiment is its name)."""
+    """Normalise a tomogram and attach its picks (rows whose experiment is its name).
+
+    Rows with ``role`` negative become hard negatives: positions the sampler centres crops
+    on, with no target there.
+    """
     data = normalize(tomogram.data, name=tomogram.label)
     if picks is None:
         return Volume(tomogram.name, data, tomogram.voxel_size)
@@ -61,6 +66,9 @@ def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
             f"{tomogram.shape} at {tomogram.voxel_size} A/voxel, e.g. x={first.x}, y={first.y}, "
             f"z={first.z} A; are the coordinates in Angstrom, for this tomogram?"
         )
+    negative = is_negative(own)
+    negatives, positions = positions[negative], positions[~negative]
+    own = own[~negative]
     class_index = np.array([names.index(n) for n in own["particle_type"]], dtype=int)
     radii = np.array([c.radius_A for c in classes]) / tomogram.voxel_size
     keep = unique_picks(positions, class_index, radii)
@@ -68,7 +76,8 @@ def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
         log.warning("picks of %s: dropped %d duplicate pick(s) (same class, closer than %.0f%% "
                     "of the radius to another pick)", tomogram.name, int((~keep).sum()),
                     100 * DUPLICATE_FRACTION)
-    return Volume(tomogram.name, data, tomogram.voxel_size, positions[keep], class_index[keep])
+    return Volume(tomogram.name, data, tomogram.voxel_size, positions[keep], class_index[keep],
+                  negatives if len(negatives) else None)
 
 
 def warn_unmatched_picks(picks: pd.DataFrame, tomogram_names: Sequence[str],
@@ -138,6 +147,9 @@ def crop_shape_for(volumes: Sequence[Volume], crop: int) -> tuple[int, int, int]
 class CropSampler:
     """Random crops: near a pick with probability ``positive_fraction``, else anywhere.
 
+    In a volume with hard negatives, ``negative_fraction`` of the crops that are not near
+    a pick are centred near a negative instead (rendered with no target there).
+
     Labelled volumes yield (image, target heatmap); unlabelled ones yield images only.
     All randomness comes from the torch.Generator given to :meth:`sample`, so a batch is
     reproduced exactly from the generator's seed.
@@ -145,26 +157,34 @@ class CropSampler:
 
     def __init__(self, volumes: Sequence[Volume], crop_shape: tuple[int, int, int],
                  classes: Sequence[ParticleClass], stride: int,
-                 positive_fraction: float = 0.7) -> None:
+                 positive_fraction: float = 0.7, negative_fraction: float = 0.5) -> None:
         self.volumes = list(volumes)
         self.crop_shape = np.asarray(crop_shape)
         self.stride = stride
         self.sigmas = class_sigmas(classes, self.volumes[0].voxel_size, stride) if classes else None
         self.n_classes = len(classes)
         self.positive_fraction = positive_fraction
+        self.negative_fraction = negative_fraction
 
     def _origin(self, volume: Volume, generator: torch.Generator) -> np.ndarray:
         def randint(high: int) -> int:
             return int(torch.randint(0, max(1, high), (), generator=generator))
 
         span = np.asarray(volume.data.shape) - self.crop_shape
-        positions = volume.positions
-        if (positions is not None and len(positions)
-                and torch.rand((), generator=generator) < self.positive_fraction):
-            center = positions[randint(len(positions))]
+        labelled = volume.positions is not None and len(volume.positions)
+
+        def around(centers: np.ndarray) -> np.ndarray:
+            center = centers[randint(len(centers))]
             jitter = (torch.rand(3, generator=generator).numpy() - 0.5) * 0.8 * self.crop_shape
             origin = np.round(center + jitter - self.crop_shape / 2).astype(int)
             return np.clip(origin, 0, span)
+
+        if (volume.positions is not None and labelled
+                and torch.rand((), generator=generator) < self.positive_fraction):
+            return around(volume.positions)
+        if volume.negatives is not None and len(volume.negatives) and \
+                torch.rand((), generator=generator) < self.negative_fraction:
+            return around(volume.negatives)
         return np.array([randint(s + 1) for s in span])
 
     def _target(self, volume: Volume, origin: np.ndarray) -> np.ndarray:

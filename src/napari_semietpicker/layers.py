@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .classes import ParticleClass
-from .io.picks import picks_from_positions, positions_A
+from .io.picks import POSITIVE, picks_from_positions, positions_A
 from .io.tomogram import Tomogram
 
 #: Key under which layers carry our metadata (class, tomogram, role).
@@ -77,6 +77,8 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
     own = picks[(picks["particle_type"] == cls.name) & (picks["experiment"] == experiment)]
     features = {"score": own["score"].to_numpy(float) if "score" in own else
                 np.ones(len(own))}
+    if "role" in own:  # hard negatives stay negatives through layers and autosaves
+        features["role"] = own["role"].to_numpy(str)
     return (positions_A(own) / voxel_size, {
         "name": picks_layer_name(cls.name, role),
         "scale": (voxel_size,) * 3,
@@ -110,6 +112,7 @@ def picks_from_layer(data: np.ndarray, metadata: dict, features: pd.DataFrame | 
 
     The class comes from the layer's metadata; ``experiment`` overrides the tomogram name;
     ``scale`` is the layer's (positions are ``data * scale`` Angstrom from the corner).
+    A ``role`` feature (hard negatives from review) becomes the table's ``role`` column.
     """
     meta = metadata.get(META, {})
     if "class" not in meta:
@@ -120,5 +123,8 @@ def picks_from_layer(data: np.ndarray, metadata: dict, features: pd.DataFrame | 
     if features is not None and "score" in features and len(features) == len(data):
         score = features["score"].to_numpy(float)
     factor = np.asarray(scale, dtype=float).reshape(-1)[-3:]
-    return picks_from_positions(np.asarray(data, dtype=float).reshape(-1, 3) * factor, name,
+    picks = picks_from_positions(np.asarray(data, dtype=float).reshape(-1, 3) * factor, name,
                                 meta["class"], score)
+    if features is not None and "role" in features and len(features) == len(data):
+        picks["role"] = features["role"].fillna(POSITIVE).astype(str).to_numpy()
+    return picks

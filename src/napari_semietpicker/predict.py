@@ -30,7 +30,7 @@ from .heatmap import find_peaks, nms_kernels
 from .io.picks import empty_picks, picks_from_positions
 from .io.tomogram import Tomogram, normalize
 from .model import SIZE_MULTIPLE, AsymmetricUNet3D
-from .semi import FLIP_VIEWS, predict_views
+from .semi import FLIP_VIEWS, predict_views_with_spread
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ def gaussian_weights(shape: Sequence[int], device: torch.device) -> torch.Tensor
     return (w / w.max()).clamp_min(1e-3)
 
 
-@torch.no_grad()
 def predict_heatmaps(model: AsymmetricUNet3D, volume: np.ndarray | torch.Tensor,
                      config: PredictConfig | None = None,
                      device: torch.device | str = "cpu",
@@ -75,6 +74,19 @@ def predict_heatmaps(model: AsymmetricUNet3D, volume: np.ndarray | torch.Tensor,
     both, so each window's output lands on whole voxels of the output grid, whose voxel
     ``i`` is centred at input index ``(i + 0.5) * stride - 0.5`` (:mod:`.geometry`).
     """
+    return predict_heatmaps_with_spread(model, volume, config, device, on_progress,
+                                        should_stop)[0]
+
+
+@torch.no_grad()
+def predict_heatmaps_with_spread(model: AsymmetricUNet3D, volume: np.ndarray | torch.Tensor,
+                                 config: PredictConfig | None = None,
+                                 device: torch.device | str = "cpu",
+                                 on_progress: Callable[[int, int], None] | None = None,
+                                 should_stop: Callable[[], bool] | None = None
+                                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Heatmaps as :func:`predict_heatmaps` and, with test-time flips, the standard
+    deviation of the flip views per voxel, blended the same way (else None)."""
     config = config or PredictConfig()
     device = torch.device(device)
     stride = model.config.output_stride
@@ -94,6 +106,7 @@ def predict_heatmaps(model: AsymmetricUNet3D, volume: np.ndarray | torch.Tensor,
     out_win = tuple(int(s) for s in win // stride)
     heat = torch.zeros((model.config.n_classes, *out_shape), dtype=torch.float32, device=device)
     weight_sum = torch.zeros(out_shape, dtype=torch.float32, device=device)
+    spread = torch.zeros_like(heat) if config.tta else None
     weights = gaussian_weights(out_win, device)
     views = FLIP_VIEWS if config.tta else ((),)
     starts = list(itertools.product(*(axis_starts for _, axis_starts in plans)))
@@ -111,18 +124,22 @@ def predict_heatmaps(model: AsymmetricUNet3D, volume: np.ndarray | torch.Tensor,
         batch = batch.to(device, non_blocking=True).contiguous(
             memory_format=torch.channels_last_3d)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = predict_views(model, batch, views)
-        for (z, y, x), pred in zip(batch_starts, out):
+            out, out_spread = predict_views_with_spread(model, batch, views)
+        for i, ((z, y, x), pred) in enumerate(zip(batch_starts, out)):
             oz, oy, ox = z // stride, y // stride, x // stride
             region = (slice(oz, oz + out_win[0]), slice(oy, oy + out_win[1]),
                       slice(ox, ox + out_win[2]))
             heat[(slice(None),) + region] += pred * weights
+            if spread is not None and out_spread is not None:
+                spread[(slice(None),) + region] += out_spread[i] * weights
             weight_sum[region] += weights
         if on_progress is not None:
             on_progress(min(first + config.batch_size, len(starts)), len(starts))
     heat /= weight_sum
-    keep = tuple(slice(0, int(-(-s // stride))) for s in shape)
-    return heat[(slice(None),) + keep]
+    keep = (slice(None),) + tuple(slice(0, int(-(-s // stride))) for s in shape)
+    if spread is not None:
+        spread = (spread / weight_sum)[keep]
+    return heat[keep], spread
 
 
 @dataclass
@@ -145,11 +162,14 @@ class PeakCache:
 
 def peaks_from_heatmaps(heat: torch.Tensor, card: ModelCard, tomogram: str,
                         grid: Grid | None = None, floor: float = PEAK_FLOOR,
-                        volume_shape: Sequence[int] | None = None) -> PeakCache:
+                        volume_shape: Sequence[int] | None = None,
+                        spread: torch.Tensor | None = None) -> PeakCache:
     """Max-pool NMS per class on the heatmaps, mapped to Angstrom of the tomogram's frame.
 
     ``grid`` is the grid of the volume the network saw (default: the model's voxel size
     from the corner); the heatmap lies on it made ``output_stride`` times coarser.
+    With ``spread`` (the flip views' standard deviation) each peak also gets its value
+    there, in a ``view_spread`` column: no recomputation is needed to rank picks for review.
     """
     grid = Grid(card.voxel_size) if grid is None else grid
     stride = card.model.output_stride
@@ -157,12 +177,15 @@ def peaks_from_heatmaps(heat: torch.Tensor, card: ModelCard, tomogram: str,
     tables = []
     for c, cls in enumerate(card.classes):
         positions, scores = find_peaks(heat[c], kernels[c], floor)
+        spreads = None if spread is None else values_at(spread[c], positions)
         zyx = output_to_input(positions, stride)
         if volume_shape is not None:
             zyx = np.clip(zyx, 0, np.asarray(volume_shape) - 1)
         if len(zyx):
-            tables.append(picks_from_positions(grid.to_angstrom(zyx), tomogram, cls.name,
-                                               scores))
+            table = picks_from_positions(grid.to_angstrom(zyx), tomogram, cls.name, scores)
+            if spreads is not None:
+                table["view_spread"] = spreads
+            tables.append(table)
     if not tables:
         table = empty_picks()
         table["score"] = pd.Series(dtype=float)
@@ -178,6 +201,12 @@ def model_grid(tomogram: Tomogram, model_voxel_size: float) -> tuple[Grid, float
         return tomogram.grid, 1.0
     factor = model_voxel_size / tomogram.voxel_size
     return tomogram.grid.coarser(factor), factor
+
+
+def values_at(grid: torch.Tensor, positions: np.ndarray) -> np.ndarray:
+    """Values of a (D, H, W) grid at fractional grid positions (N, 3), nearest voxel."""
+    index = np.clip(np.rint(positions).astype(int), 0, np.asarray(grid.shape) - 1)
+    return grid[tuple(torch.as_tensor(index.T, device=grid.device))].float().cpu().numpy()
 
 
 def rescale_to_model(tomogram: Tomogram, model_voxel_size: float) -> tuple[np.ndarray, Grid]:
@@ -243,7 +272,8 @@ def pick_tomogram(model: AsymmetricUNet3D, card: ModelCard, tomogram: Tomogram,
     volume = normalize(raw, name=tomogram.label)
     while True:
         try:
-            heat = predict_heatmaps(model, volume, config, device, on_progress, should_stop)
+            heat, spread = predict_heatmaps_with_spread(model, volume, config, device,
+                                                        on_progress, should_stop)
             break
         except Exception as err:
             smaller = smaller_for_memory(config) if is_out_of_memory(err) else None
@@ -258,6 +288,7 @@ def pick_tomogram(model: AsymmetricUNet3D, card: ModelCard, tomogram: Tomogram,
     if not bool(torch.isfinite(heat).all()):
         raise ValueError(f"{tomogram.label}: the model's heatmaps hold NaN or infinite values; "
                          "its weights are unusable (retrain, or load another model)")
-    peaks = peaks_from_heatmaps(heat, card, tomogram.name, grid, volume_shape=volume.shape)
+    peaks = peaks_from_heatmaps(heat, card, tomogram.name, grid, volume_shape=volume.shape,
+                                spread=spread)
     peaks.heatmap_grid = grid.coarser(card.model.output_stride)
     return peaks, heat

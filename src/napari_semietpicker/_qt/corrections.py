@@ -17,6 +17,7 @@ import pandas as pd
 from napari.layers import Points
 
 from ..checkpoint import ModelCard
+from ..classes import ParticleClass
 from ..layers import PICKS, PREDICTED
 from ..merge import picks_not_near
 from ..metrics import CZII_DISTANCE_FACTOR
@@ -101,18 +102,23 @@ def merge_into_labels(viewer: napari.Viewer, prediction: Prediction) -> int:
         predicted = find_layer(viewer, Points, prediction.tomogram, PREDICTED, cls.name)
         if predicted is None:
             continue
-        new = layer_picks(predicted, prediction.origin, prediction.tomogram)
-        target = find_layer(viewer, Points, prediction.tomogram, PICKS, cls.name)
-        if target is None:
-            add_points_layer(viewer, new, cls, prediction.tomogram, PICKS, prediction.origin)
-            added += len(new)
-        else:
-            old = layer_picks(target, prediction.origin, prediction.tomogram)
-            far = picks_not_near(new, old, CZII_DISTANCE_FACTOR * cls.radius_A)
-            zyx = far[["z", "y", "x"]].to_numpy(float)
-            if len(zyx):
-                world = zyx + prediction.origin
-                target.add(to_layer_data(target, world))
-            added += len(zyx)
+        added += add_to_labels(viewer, prediction, cls,
+                               layer_picks(predicted, prediction.origin, prediction.tomogram))
         predicted.visible = False
     return added
+
+
+def add_to_labels(viewer: napari.Viewer, prediction: Prediction, cls: ParticleClass,
+                  new: pd.DataFrame) -> int:
+    """Add one class's picks (Angstrom from the tomogram corner) to its picks layer, made if
+    missing; a pick within half a radius of an existing one is skipped. Returns how many."""
+    target = find_layer(viewer, Points, prediction.tomogram, PICKS, cls.name)
+    if target is None:
+        add_points_layer(viewer, new, cls, prediction.tomogram, PICKS, prediction.origin)
+        return len(new)
+    old = layer_picks(target, prediction.origin, prediction.tomogram)
+    far = picks_not_near(new, old, CZII_DISTANCE_FACTOR * cls.radius_A)
+    zyx = far[["z", "y", "x"]].to_numpy(float)
+    if len(zyx):
+        target.add(to_layer_data(target, zyx + prediction.origin))
+    return len(zyx)

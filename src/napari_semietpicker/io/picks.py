@@ -2,7 +2,9 @@
 
 A picks table is a :class:`pandas.DataFrame` with columns ``experiment`` (tomogram
 name), ``particle_type``, ``x``, ``y``, ``z`` (Angstrom from the volume corner) and
-optionally ``score`` and ``id``.
+optionally ``score``, ``id`` and ``role``. ``role`` says what a row teaches in training:
+``positive`` (the default: a particle of that class is there) or ``negative`` (a reviewer
+rejected a pick there: crops are sampled around it and its target stays zero).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import pandas as pd
 from .atomic import atomic_path
 
 REQUIRED_COLUMNS = ("experiment", "particle_type", "x", "y", "z")
-OPTIONAL_COLUMNS = ("score", "id")
+OPTIONAL_COLUMNS = ("score", "id", "role")
+POSITIVE, NEGATIVE = "positive", "negative"
+ROLES = (POSITIVE, NEGATIVE)
 
 
 def empty_picks() -> pd.DataFrame:
@@ -49,6 +53,13 @@ def validate_picks(df: pd.DataFrame, source: str = "picks") -> pd.DataFrame:
                 f"{row + 1} ({df[column].iloc[row]!r})"
             )
         out[column] = values.astype(float)
+    if "role" in out:
+        out["role"] = out["role"].fillna(POSITIVE).astype(str).str.strip().str.lower()
+        bad = ~out["role"].isin(ROLES)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{source}: column 'role' has {df['role'].iloc[row]!r} in data row "
+                             f"{row + 1}; expected {' or '.join(ROLES)}")
     return out.reset_index(drop=True)
 
 
@@ -92,6 +103,13 @@ def picks_from_positions(
     if score is not None:
         df["score"] = np.asarray(score, dtype=float)
     return df
+
+
+def is_negative(df: pd.DataFrame) -> np.ndarray:
+    """Mask of the rows that are hard negatives (``role`` negative); none without the column."""
+    if "role" not in df:
+        return np.zeros(len(df), dtype=bool)
+    return (df["role"] == NEGATIVE).to_numpy()
 
 
 def select(df: pd.DataFrame, experiment: str | None = None,
