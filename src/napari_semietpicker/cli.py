@@ -168,7 +168,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     distributed.init_from_env(device.type)
     model, card = load_model(args.model, device)
     config = PredictConfig(window=args.window, overlap=args.overlap, tta=args.tta,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, precision=args.precision)
     thresholds = args.threshold if args.threshold is not None else card.class_thresholds()
     tomograms = _tomograms(args, args.tomograms, args.runs)
     if not tomograms:
@@ -338,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=256, help="largest window side (voxels)")
     p.add_argument("--overlap", type=float, default=0.25)
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
+    p.add_argument("--precision", default="auto",
+                   help="network arithmetic: auto (default), bf16 (autocast) or fp32; auto is "
+                        "bf16 on a GPU or a CPU with bfloat16 instructions")
     p.add_argument("--overwrite", action="store_true",
                    help="pick again tomograms already done (default: skip them)")
     _add_source_options(p)
@@ -384,8 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``semietpicker`` console script."""
     from . import distributed
+    from .compute import use_available_cores
 
     args = build_parser().parse_args(argv)
+    use_available_cores()
     worker = distributed.launched_by_torchrun() and os.environ.get("RANK", "0") != "0"
     args.quiet = args.quiet or worker  # one progress bar and one log under torchrun
     prefix = f"[rank {os.environ['RANK']}] " if distributed.launched_by_torchrun() else ""

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import ModelCard
+from .compute import PRECISIONS, autocast
 from .heatmap import find_peaks, nms_kernels, output_to_input
 from .io.picks import empty_picks, picks_from_positions
 from .io.tomogram import Tomogram, normalize, same_voxel_size
@@ -34,13 +35,22 @@ PEAK_FLOOR = 0.05
 
 @dataclass
 class PredictConfig:
-    """Sliding-window settings. ``window`` is in input voxels (rounded to a multiple of 32)."""
+    """Sliding-window settings. ``window`` is in input voxels (rounded to a multiple of 32).
+
+    ``precision``: ``fp32``, ``bf16`` or ``auto`` (:func:`.compute.resolve_precision`).
+    """
 
     window: int = 256
     overlap: float = 0.25
     tta: bool = False
     batch_size: int = 1
-    amp: bool = True
+    precision: str = "auto"
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose "
+                             f"{', '.join(PRECISIONS)}")
 
 
 def plan_axis(length: int, window: int, overlap: float) -> tuple[int, list[int]]:
@@ -78,7 +88,8 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
     """Heatmaps (C, ceil(D/2), ceil(H/2), ceil(W/2)) of a normalised volume (z, y, x).
 
     Windows stream from the host volume to the device one batch at a time; the volume is
-    padded (reflect) to a multiple of 32 where it is smaller than a window.
+    padded (reflect) to a multiple of 32 where it is smaller than a window, window by
+    window (:func:`read_window`), so the volume is never copied whole.
     """
     config = config or PredictConfig()
     device = torch.device(device)
@@ -91,9 +102,6 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
     window = max(SIZE_MULTIPLE, config.window // SIZE_MULTIPLE * SIZE_MULTIPLE)
     plans = [plan_axis(int(n), window, config.overlap) for n in padded]
     win = np.array([side for side, _ in plans])
-    if np.any(padded != shape):
-        pad = [(0, int(p - s)) for p, s in zip(padded, shape)]
-        volume = torch.from_numpy(np.pad(volume.numpy(), pad, mode="reflect"))
     out_shape = tuple(int(s) for s in padded // stride)
     out_win = tuple(int(s) for s in win // stride)
     heat = torch.zeros((model.config.n_classes, *out_shape), dtype=torch.float32, device=device)
@@ -103,18 +111,16 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
     starts = list(itertools.product(*(axis_starts for _, axis_starts in plans)))
     model.eval()
     # channels-last convolutions are markedly faster on CPUs (oneDNN) and tensor cores.
-    model = model.to(memory_format=torch.channels_last_3d)
-    use_amp = config.amp and device.type == "cuda"
+    layout = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     for first in range(0, len(starts), config.batch_size):
         if should_stop is not None and should_stop():
             raise InterruptedError("prediction stopped")
         batch_starts = starts[first:first + config.batch_size]
-        batch = torch.stack([volume[z:z + win[0], y:y + win[1], x:x + win[2]]
-                             for z, y, x in batch_starts])[:, None]
-        batch = batch.to(device, non_blocking=True).contiguous(
-            memory_format=torch.channels_last_3d)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = predict_views(model, batch, views)
+        batch = torch.stack([read_window(volume, start, win) for start in batch_starts])[:, None]
+        batch = batch.to(device, non_blocking=True).contiguous(memory_format=layout)
+        with autocast(config.precision, device):
+            out = predict_views(model, batch, views)  # float32 whatever the precision
         for (z, y, x), pred in zip(batch_starts, out):
             oz, oy, ox = z // stride, y // stride, x // stride
             region = (slice(oz, oz + out_win[0]), slice(oy, oy + out_win[1]),
@@ -126,6 +132,34 @@ def predict_heatmaps(model: torch.nn.Module, volume: np.ndarray | torch.Tensor,
     heat /= weight_sum
     keep = tuple(slice(0, int(-(-s // stride))) for s in shape)
     return heat[(slice(None), *keep)]
+
+
+def reflect_index(index: torch.Tensor, length: int) -> torch.Tensor:
+    """Indices past the end of an axis mirrored back into it, as ``np.pad(mode="reflect")``
+    does (the edge voxel not repeated; periodic for pads longer than the axis)."""
+    if length == 1:
+        return torch.zeros_like(index)
+    period = 2 * (length - 1)
+    index = index % period
+    return torch.where(index > length - 1, period - index, index)
+
+
+def read_window(volume: torch.Tensor, start: Sequence[int], side: Sequence[int]) -> torch.Tensor:
+    """The window of ``side`` voxels at ``start`` of ``volume`` reflect-padded past its end:
+    the window of the padded volume, read without padding (copying) the whole volume."""
+    start, side = [int(s) for s in start], [int(n) for n in side]
+    window = volume
+    past_end = []
+    for axis, (s, n) in enumerate(zip(start, side)):
+        if s + n <= volume.shape[axis]:
+            window = window.narrow(axis, s, n)  # a view
+        else:
+            past_end.append(axis)
+    for axis in past_end:  # copies only the window's voxels, the other axes cut first
+        index = reflect_index(torch.arange(start[axis], start[axis] + side[axis]),
+                              volume.shape[axis])
+        window = window.index_select(axis, index)
+    return window
 
 
 @dataclass
@@ -246,8 +280,9 @@ def pick_tomogram(model: torch.nn.Module, card: ModelCard, tomogram: Tomogram,
     and the heatmaps on the model's (possibly resampled) output grid.
     """
     config = config or PredictConfig()
-    volume = normalize(rescale_to_model(tomogram.data, tomogram.voxel_size, card.voxel_size,
-                                        tomogram.name), name=tomogram.name)
+    raw = rescale_to_model(tomogram.data, tomogram.voxel_size, card.voxel_size, tomogram.name)
+    # One float32 volume in memory: a resampled one is ours, normalised where it lies.
+    volume = normalize(raw, name=tomogram.name, copy=raw is tomogram.data)
     while True:
         try:
             heat = predict_heatmaps(model, volume, config, device, on_progress, should_stop)
