@@ -57,10 +57,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def score_model(model_dir: Path, tomograms, truth: pd.DataFrame, classes, threshold: float,
-                device) -> dict:
+                device, precision: str = "auto") -> dict:
     model, card = load_model(model_dir, device)
-    tables = [pick_tomogram(model, card, t, PredictConfig(window=128), device)[0].at(threshold)
-              for t in tomograms]
+    config = PredictConfig(window=128, precision=precision)
+    tables = [pick_tomogram(model, card, t, config, device)[0].at(threshold) for t in tomograms]
     result = evaluate(pd.concat(tables, ignore_index=True), truth, classes)
     row = {f"{c}": f for c, f in zip(result.per_class["particle_type"],
                                       result.per_class["f1_0.5"])}

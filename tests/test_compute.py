@@ -78,6 +78,16 @@ def test_bf16_heatmaps_agree_with_fp32_and_come_back_as_float32():
     assert (bf16 - fp32).abs().mean() < 0.002
 
 
+def test_under_bf16_the_network_ends_in_float32():
+    """The head and sigmoid run in float32: bfloat16's 2**-8 steps would flatten peak tops
+    into plateaus of tied maxima."""
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(1, 1, 32, 32, 64))).float()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = random_model()(x)
+    assert out.dtype == torch.float32
+    assert not torch.equal(out, out.bfloat16().float())
+
+
 def test_bf16_picks_the_same_particles_as_fp32():
     tomogram, truth = blob_tomogram("blob_bf16", seed=5)
     blob = ParticleClass("blob", 50.0, 1.0, "#ffffff")  # both blob sizes as one class
