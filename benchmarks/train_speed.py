@@ -27,11 +27,11 @@ from napari_semietpicker.train import TrainConfig, Trainer, resolve_device
 CZII_SHAPE = (184, 630, 630)
 
 
-def fake_labelled(classes, n_per_class: int = 30):
+def fake_labelled(classes, n_per_class: int = 30, shape: tuple[int, int, int] = CZII_SHAPE):
     """A random volume with random picks: timing does not depend on the content."""
     rng = np.random.default_rng(0)
-    volume = rng.normal(size=CZII_SHAPE).astype(np.float32)
-    positions = rng.uniform(0, np.array(CZII_SHAPE) - 1, size=(n_per_class * len(classes), 3))
+    volume = rng.normal(size=shape).astype(np.float32)
+    positions = rng.uniform(0, np.array(shape) - 1, size=(n_per_class * len(classes), 3))
     names = [c.name for c in classes for _ in range(n_per_class)]
     picks = picks_from_positions(positions * 10.0, "bench", names)
     return prepare_volume(Tomogram(volume, 10.0, "bench"), picks, classes)

@@ -156,8 +156,8 @@ def read_window(volume: torch.Tensor, start: Sequence[int], side: Sequence[int])
         else:
             past_end.append(axis)
     for axis in past_end:  # copies only the window's voxels, the other axes cut first
-        index = reflect_index(torch.arange(start[axis], start[axis] + side[axis]),
-                              volume.shape[axis])
+        index = reflect_index(torch.arange(start[axis], start[axis] + side[axis],
+                                           device=volume.device), volume.shape[axis])
         window = window.index_select(axis, index)
     return window
 
