@@ -339,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, default=0.25)
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
     p.add_argument("--precision", default="auto",
-                   help="network arithmetic: auto (default), bf16 (autocast) or fp32; auto is "
-                        "bf16 on a GPU or a CPU with bfloat16 instructions")
+                   help="network arithmetic: auto (default: bf16 on a GPU, fp32 on a CPU), "
+                        "bf16 (autocast) or fp32")
     p.add_argument("--overwrite", action="store_true",
                    help="pick again tomograms already done (default: skip them)")
     _add_source_options(p)

@@ -1,10 +1,9 @@
 """How the network runs on a device: numeric precision and CPU threads.
 
-One rule for prediction (and training, where it pays): ``precision`` is ``fp32``, ``bf16``
-(autocast: convolutions in bfloat16, accumulated in float32) or ``auto``, which is bf16 on
-a CUDA GPU and on a CPU with native bfloat16 instructions (AVX512_BF16 or AMX, which
-oneDNN uses), else fp32. Outputs always come back as float32, so blending and peak
-finding never see bfloat16. See docs/performance.md for what each costs and gains.
+``precision`` is ``fp32``, ``bf16`` (autocast: convolutions in bfloat16, accumulated in
+float32) or ``auto``: bf16 on a CUDA GPU, fp32 on CPUs, where bf16 was not measured to be
+faster on the project's 2-core AVX512_BF16 machine (docs/performance.md). Outputs always
+come back as float32, so blending and peak finding never see bfloat16.
 """
 
 from __future__ import annotations
@@ -17,22 +16,13 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (oneDNN then uses it under autocast)."""
-    return bool(torch.backends.mkldnn.is_available()
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``fp32`` or ``bf16`` for ``precision`` on ``device`` (``auto`` decided as above)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
-    device_type = torch.device(device).type
-    if device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16()):
-        return "bf16"
-    return "fp32"
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
 
 
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
