@@ -7,7 +7,6 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
-from conftest import BLOB_CLASSES, blob_tomogram
 
 from napari_semietpicker.checkpoint import ModelCard, save_model
 from napari_semietpicker.classes import ParticleClass
@@ -88,7 +87,8 @@ def test_under_bf16_the_network_ends_in_float32():
     assert not torch.equal(out, out.bfloat16().float())
 
 
-def test_bf16_picks_the_same_particles_as_fp32():
+def test_bf16_picks_the_same_particles_as_fp32(blobs):
+    _, blob_tomogram = blobs
     tomogram, truth = blob_tomogram("blob_bf16", seed=5)
     blob = ParticleClass("blob", 50.0, 1.0, "#ffffff")  # both blob sizes as one class
     truth = truth.assign(particle_type="blob")
@@ -162,12 +162,13 @@ def test_threads_follow_the_cores_shared_between_local_ranks(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_cli_predict_takes_a_precision_and_refuses_unknown_ones(tmp_path, capsys):
+def test_cli_predict_takes_a_precision_and_refuses_unknown_ones(tmp_path, capsys, blobs):
+    blob_classes, blob_tomogram = blobs
     tomogram, _ = blob_tomogram("blob_cli", seed=6, shape=(32, 64, 64))
     write_tomogram(tmp_path / "blob_cli.mrc", tomogram.data, tomogram.voxel_size)
     config = ModelConfig(n_classes=2, preset="tiny")
     save_model(tmp_path / "model", random_model(),
-               ModelCard(classes=BLOB_CLASSES, voxel_size=10.0, model=config))
+               ModelCard(classes=blob_classes, voxel_size=10.0, model=config))
     args = ["-q", "predict", str(tmp_path / "model"), str(tmp_path / "blob_cli.mrc"),
             "--window", "64", "--device", "cpu", "--threshold", "0.5"]
     assert main([*args, "--out", str(tmp_path / "bf16.csv"), "--precision", "bf16"]) == 0
