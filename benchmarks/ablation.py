@@ -57,13 +57,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def score_model(model_dir: Path, tomograms, truth: pd.DataFrame, classes,
-                threshold: float | None, device) -> dict:
+                threshold: float | None, device, precision: str = "auto") -> dict:
     """Per-class F1@0.5r, mean F1 and CZII score on ``tomograms``; ``threshold`` None uses
     the model's own per-class thresholds."""
     model, card = load_model(model_dir, device)
     limit = card.class_thresholds() if threshold is None else threshold
-    tables = [pick_tomogram(model, card, t, PredictConfig(window=128), device)[0].at(limit)
-              for t in tomograms]
+    config = PredictConfig(window=128, precision=precision)
+    tables = [pick_tomogram(model, card, t, config, device)[0].at(limit) for t in tomograms]
     return score_picks(pd.concat(tables, ignore_index=True), truth, classes)
 
 

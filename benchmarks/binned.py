@@ -44,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--threshold", type=float, default=0.3)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precisions", nargs="+", default=["auto"],
+                   help="score every model predicting in each (fp32, bf16, auto)")
     return p.parse_args()
 
 
@@ -74,14 +76,18 @@ def main() -> None:
             start = time.perf_counter()
             Trainer(config, classes, labelled, model_dir).run()
             train_s = time.perf_counter() - start
-            start = time.perf_counter()
-            row = score_model(model_dir, test, truth, classes, args.threshold, device)
-            predict_s = (time.perf_counter() - start) / len(test)
-            rows.append({"level": level, "voxel A": labelled[0].voxel_size, "seed": seed,
-                         "train s": train_s, "predict s": predict_s, **row})
-            print(f"level {level} ({labelled[0].voxel_size:g} A) seed {seed}: trained in "
-                  f"{train_s:.0f} s, {predict_s:.1f} s per test tomogram, F1@0.5 "
-                  f"{row['F1@0.5']:.3f}, CZII {row['CZII']:.3f}", flush=True)
+            for precision in args.precisions:
+                start = time.perf_counter()
+                row = score_model(model_dir, test, truth, classes, args.threshold, device,
+                                  precision)
+                predict_s = (time.perf_counter() - start) / len(test)
+                rows.append({"level": level, "voxel A": labelled[0].voxel_size, "seed": seed,
+                             "precision": precision, "train s": train_s,
+                             "predict s": predict_s, **row})
+                print(f"level {level} ({labelled[0].voxel_size:g} A) seed {seed}: trained in "
+                      f"{train_s:.0f} s; predicting in {precision}: {predict_s:.1f} s per test "
+                      f"tomogram, F1@0.5 {row['F1@0.5']:.3f}, CZII {row['CZII']:.3f}",
+                      flush=True)
     print_per_run(rows)
 
 

@@ -37,7 +37,22 @@ CZII_SHAPE = (184, 630, 630)
 
 
 def peak_host_memory_gb() -> float:
+    """Peak resident memory since the last :func:`reset_peak_host_memory` (or the start)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def reset_peak_host_memory() -> None:
+    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM); elsewhere the peak
+    stays that of the whole run."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def machine(device: torch.device) -> str:
@@ -92,6 +107,8 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true", help="skip the four-view runs")
     parser.add_argument("--no-monai", action="store_true", help="skip the MONAI baseline")
     parser.add_argument("--monai-roi", type=int, default=128, help="MONAI window side")
+    parser.add_argument("--precisions", nargs="+", default=["auto"],
+                        help="network arithmetic per run: fp32, bf16 or auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
     classes = load_classes("czii")
@@ -103,13 +120,14 @@ def main() -> None:
         del volume
         print(f"device: {machine(device)}; tomogram {shape} at 10 A; "
               f"window {args.window}, overlap 0.25, batch {args.batch_size}")
-        print(f"{'preset':8} {'bin':>3} {'views':>5} {'time s':>8} {'re-pick ms':>10} "
+        print(f"{'preset':8} {'bin':>3} {'views':>5} {'prec':>4} {'time s':>8} {'re-pick ms':>10} "
               f"{'peak host GB':>12} {'peak GPU GB':>11} {'peaks':>8} {'MONAI s':>8} "
               f"{'MONAI/ours':>10}")
         baseline: dict[bool, float] = {}
-        runs = [(preset, binning, tta) for preset in args.presets for binning in args.bins
-                for tta in ([False] if args.no_tta else [False, True])]
-        for preset, binning, tta in runs:
+        runs = [(preset, binning, tta, precision) for preset in args.presets
+                for binning in args.bins for tta in ([False] if args.no_tta else [False, True])
+                for precision in args.precisions]
+        for preset, binning, tta, precision in runs:
             config = ModelConfig(n_classes=len(classes), preset=preset)
             model = build_model(config).to(device).eval()
             # Random weights give flat maps near 0.01; a zero head bias makes many peaks,
@@ -117,7 +135,7 @@ def main() -> None:
             torch.nn.init.zeros_(model.head.bias)
             card = ModelCard(classes=classes, voxel_size=10.0 * binning, model=config)
             predict_config = PredictConfig(window=args.window, tta=tta,
-                                           batch_size=args.batch_size)
+                                           batch_size=args.batch_size, precision=precision)
             if args.compile:
                 model = torch.compile(model)
                 t = time.perf_counter()
@@ -126,6 +144,7 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 torch.cuda.synchronize(device)
+            reset_peak_host_memory()
             start = time.perf_counter()
             tomogram = read_tomogram(path)
             peaks, _ = pick_tomogram(model, card, tomogram, predict_config, device)
@@ -139,12 +158,13 @@ def main() -> None:
             repick_ms = (time.perf_counter() - t) / 20 * 1000
             gpu = torch.cuda.max_memory_allocated(device) / 1024**3 \
                 if device.type == "cuda" else float("nan")
+            host_gb = peak_host_memory_gb()  # before MONAI's run
             if not args.no_monai and binning == 1 and tta not in baseline:
                 baseline[tta] = monai_baseline(path, len(classes), device, args.monai_roi,
                                                args.batch_size, tta)
             monai_s = baseline.get(tta, float("nan")) if binning == 1 else float("nan")
-            print(f"{preset:8} {binning:>3} {4 if tta else 1:>5} {elapsed:>8.2f} "
-                  f"{repick_ms:>10.2f} {peak_host_memory_gb():>12.2f} {gpu:>11.2f} "
+            print(f"{preset:8} {binning:>3} {4 if tta else 1:>5} {precision:>4} {elapsed:>8.2f} "
+                  f"{repick_ms:>10.2f} {host_gb:>12.2f} {gpu:>11.2f} "
                   f"{len(peaks.picks):>8} {monai_s:>8.2f} {monai_s / elapsed:>10.2f}", flush=True)
 
 

@@ -48,3 +48,9 @@ def blob_set() -> dict:
         tables.append(picks)
     return {"tomograms": tomograms, "picks": pd.concat(tables, ignore_index=True),
             "classes": BLOB_CLASSES}
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """The blob classes and the blob tomogram maker, for tests that make their own."""
+    return BLOB_CLASSES, blob_tomogram

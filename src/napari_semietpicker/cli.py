@@ -232,7 +232,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     distributed.init_from_env(device.type)
     model, card = load_model(args.model, device)
     config = PredictConfig(window=args.window, overlap=args.overlap, tta=args.tta,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, precision=args.precision)
     thresholds = args.threshold if args.threshold is not None else {
         **card.class_thresholds(), **_class_thresholds(args.class_threshold, card.classes)}
     tomograms = _tomograms(args, args.tomograms, args.runs)
@@ -489,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=_fraction, default=0.25)
     p.add_argument("--batch-size", type=_int_at_least(1), default=1,
                    help="windows per forward pass")
+    p.add_argument("--precision", default="auto",
+                   help="network arithmetic: auto (default: bf16 on a GPU, fp32 on a CPU), "
+                        "bf16 (autocast) or fp32")
     p.add_argument("--overwrite", action="store_true",
                    help="pick again tomograms already done (default: skip them)")
     _add_source_options(p)
@@ -557,8 +560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "semietpicker"
     try:
         from . import distributed
+        from .compute import use_available_cores
 
         args = build_parser().parse_args(argv)
+        use_available_cores()
         command = f"semietpicker {args.command}"
         return _run(args, distributed)
     except KeyboardInterrupt:

@@ -66,18 +66,32 @@ def render_targets(
 def local_maxima(heat: torch.Tensor, kernel: int) -> torch.Tensor:
     """Boolean mask of voxels equal to the max of their cubic neighbourhood (D, H, W).
 
-    The cube max is computed as three 1D max-pools (separable, much faster than one
-    3D pool for larger kernels); border voxels see only the inside of the volume.
+    The cube max is separable: a running max along each axis in turn (border voxels see
+    only the inside of the volume).
     """
-    pad = kernel // 2
-    pooled = heat[None, None]
+    pooled = heat
     for dim in range(3):
-        size = [1, 1, 1]
-        size[dim] = kernel
-        padding = [0, 0, 0]
-        padding[dim] = pad
-        pooled = F.max_pool3d(pooled, tuple(size), stride=1, padding=tuple(padding))
-    return heat == pooled[0, 0]
+        pooled = running_max(pooled, dim, kernel)
+    return heat == pooled
+
+
+def running_max(values: torch.Tensor, dim: int, kernel: int) -> torch.Tensor:
+    """Max over a centred window of ``kernel`` (odd) voxels along ``dim``, -inf outside.
+
+    By doubling: maxima over windows of 1, 2, 4, ... voxels, then one more step to reach
+    ``kernel``, so about log2(kernel) + 1 elementwise passes (several times faster on CPUs
+    than ``max_pool3d`` with a (k, 1, 1) kernel, and exactly equal).
+    """
+    pad = [0, 0] * values.ndim
+    pad[2 * (values.ndim - 1 - dim)] = pad[2 * (values.ndim - 1 - dim) + 1] = kernel // 2
+    window = F.pad(values, pad, value=float("-inf"))  # window[i] = max of 1 voxel from i
+    span = 1
+    while span < kernel:
+        step = min(span, kernel - span)  # window[i] = max of span + step voxels from i
+        length = window.shape[dim] - step
+        window = torch.maximum(window.narrow(dim, 0, length), window.narrow(dim, step, length))
+        span += step
+    return window
 
 
 def refine_subvoxel(heat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

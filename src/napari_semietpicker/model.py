@@ -144,7 +144,12 @@ class AsymmetricUNet3D(nn.Module):
         y = features[-1]
         for decoder, skip in zip(self.decoders, skips):
             y = decoder(y, skip)
-        return self.head(y)
+        if y.dtype == torch.float32:
+            return self.head(y)
+        # Under bf16 autocast the cheap 1x1x1 head runs in float32: bfloat16 logits and
+        # sigmoids have 2**-8 steps, which flatten peak tops into tied plateaus.
+        with torch.autocast(y.device.type, enabled=False):
+            return self.head(y.float())
 
 
 def build_model(config: ModelConfig) -> AsymmetricUNet3D:

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import ModelCard
+from .compute import PRECISIONS, autocast
 from .geometry import (
     Grid,
     output_to_input,
@@ -43,13 +44,22 @@ MAX_RESAMPLING = 16.0
 
 @dataclass
 class PredictConfig:
-    """Sliding-window settings. ``window`` is in input voxels (rounded to a multiple of 32)."""
+    """Sliding-window settings. ``window`` is in input voxels (rounded to a multiple of 32).
+
+    ``precision``: ``fp32``, ``bf16`` or ``auto`` (:func:`.compute.resolve_precision`).
+    """
 
     window: int = 256
     overlap: float = 0.25
     tta: bool = False
     batch_size: int = 1
-    amp: bool = True
+    precision: str = "auto"
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose "
+                             f"{', '.join(PRECISIONS)}")
 
 
 def gaussian_weights(shape: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -70,8 +80,9 @@ def predict_heatmaps(model: AsymmetricUNet3D, volume: np.ndarray | torch.Tensor,
     """Heatmaps (C, ceil(D/2), ceil(H/2), ceil(W/2)) of a normalised volume (z, y, x).
 
     Windows stream from the host volume to the device one batch at a time; the volume is
-    padded (reflect) to a multiple of 32 (and of the stride). Window starts are multiples of
-    both, so each window's output lands on whole voxels of the output grid, whose voxel
+    padded (reflect) to a multiple of 32 (and of the stride) window by window
+    (:func:`read_window`), so the volume is never copied whole. Window starts are multiples
+    of both, so each window's output lands on whole voxels of the output grid, whose voxel
     ``i`` is centred at input index ``(i + 0.5) * stride - 0.5`` (:mod:`.geometry`).
     """
     return predict_heatmaps_with_spread(model, volume, config, device, on_progress,
@@ -99,9 +110,6 @@ def predict_heatmaps_with_spread(model: AsymmetricUNet3D, volume: np.ndarray | t
     window = max(multiple, config.window // multiple * multiple)
     plans = [plan_axis(int(n), window, config.overlap, multiple) for n in padded]
     win = np.array([side for side, _ in plans])
-    if np.any(padded != shape):
-        pad = [(0, int(p - s)) for p, s in zip(padded, shape)]
-        volume = torch.from_numpy(np.pad(volume.numpy(), pad, mode="reflect"))
     out_shape = tuple(int(s) for s in padded // stride)
     out_win = tuple(int(s) for s in win // stride)
     heat = torch.zeros((model.config.n_classes, *out_shape), dtype=torch.float32, device=device)
@@ -112,19 +120,17 @@ def predict_heatmaps_with_spread(model: AsymmetricUNet3D, volume: np.ndarray | t
     starts = list(itertools.product(*(axis_starts for _, axis_starts in plans)))
     model.eval()
     # channels-last convolutions are markedly faster on CPUs (oneDNN) and tensor cores.
+    layout = torch.channels_last_3d if config.channels_last else torch.contiguous_format
     # Module.to takes memory_format; torch's stubs omit it
-    model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
-    use_amp = config.amp and device.type == "cuda"
+    model = model.to(memory_format=layout)  # type: ignore[call-overload]
     for first in range(0, len(starts), config.batch_size):
         if should_stop is not None and should_stop():
             raise InterruptedError("prediction stopped")
         batch_starts = starts[first:first + config.batch_size]
-        batch = torch.stack([volume[z:z + win[0], y:y + win[1], x:x + win[2]]
-                             for z, y, x in batch_starts])[:, None]
-        batch = batch.to(device, non_blocking=True).contiguous(
-            memory_format=torch.channels_last_3d)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out, out_spread = predict_views_with_spread(model, batch, views)
+        batch = torch.stack([read_window(volume, start, win) for start in batch_starts])[:, None]
+        batch = batch.to(device, non_blocking=True).contiguous(memory_format=layout)
+        with autocast(config.precision, device):
+            out, out_spread = predict_views_with_spread(model, batch, views)  # float32
         for i, ((z, y, x), pred) in enumerate(zip(batch_starts, out)):
             oz, oy, ox = z // stride, y // stride, x // stride
             region = (slice(oz, oz + out_win[0]), slice(oy, oy + out_win[1]),
@@ -140,6 +146,35 @@ def predict_heatmaps_with_spread(model: AsymmetricUNet3D, volume: np.ndarray | t
     if spread is not None:
         spread = (spread / weight_sum)[keep]
     return heat[keep], spread
+
+
+def reflect_index(index: torch.Tensor, length: int) -> torch.Tensor:
+    """Indices past the end of an axis mirrored back into it, as ``np.pad(mode="reflect")``
+    does (the edge voxel not repeated; periodic for pads longer than the axis)."""
+    if length == 1:
+        return torch.zeros_like(index)
+    period = 2 * (length - 1)
+    index = index % period
+    return torch.where(index > length - 1, period - index, index)
+
+
+def read_window(volume: torch.Tensor, start: Sequence[int],
+                side: Sequence[int] | np.ndarray) -> torch.Tensor:
+    """The window of ``side`` voxels at ``start`` of ``volume`` reflect-padded past its end:
+    the window of the padded volume, read without padding (copying) the whole volume."""
+    start, side = [int(s) for s in start], [int(n) for n in side]
+    window = volume
+    past_end = []
+    for axis, (s, n) in enumerate(zip(start, side)):
+        if s + n <= volume.shape[axis]:
+            window = window.narrow(axis, s, n)  # a view
+        else:
+            past_end.append(axis)
+    for axis in past_end:  # copies only the window's voxels, the other axes cut first
+        index = reflect_index(torch.arange(start[axis], start[axis] + side[axis],
+                                           device=volume.device), volume.shape[axis])
+        window = window.index_select(axis, index)
+    return window
 
 
 @dataclass
@@ -269,7 +304,8 @@ def pick_tomogram(model: AsymmetricUNet3D, card: ModelCard, tomogram: Tomogram,
     """
     config = config or PredictConfig()
     raw, grid = rescale_to_model(tomogram, card.voxel_size)
-    volume = normalize(raw, name=tomogram.label)
+    # One float32 volume in memory: a resampled one is ours, normalised where it lies.
+    volume = normalize(raw, name=tomogram.label, copy=raw is tomogram.data)
     while True:
         try:
             heat, spread = predict_heatmaps_with_spread(model, volume, config, device,

@@ -177,15 +177,20 @@ def write_tomogram(path: str | Path, data: np.ndarray, voxel_size: float,
             mrc.header.origin = (x, y, z)
 
 
-def normalize(volume: np.ndarray, name: str = "volume", sample_step: int = 4) -> np.ndarray:
+def normalize(volume: np.ndarray, name: str = "volume", sample_step: int = 4,
+              copy: bool = True) -> np.ndarray:
     """Return a float32 copy with zero mean and unit variance, robust to outliers.
 
     Statistics come from a strided subsample of the copy; values are clipped
     to +-5 standard deviations so that gold beads and edges do not dominate. NaN or
     infinite voxels are refused: they would poison every window that touches them.
+    ``copy=False`` normalises a writable float32 array in place (no second volume).
     """
-    out = np.array(volume, dtype=np.float32)  # one read of the (memory-mapped) file
-    if not np.isfinite(out).all():
+    # one read of the (memory-mapped) file
+    out = np.array(volume, dtype=np.float32, copy=True if copy else None)
+    # A float64 sum is finite exactly when every voxel is (float32 values cannot overflow
+    # it), without the voxel-sized mask of np.isfinite.
+    if not np.isfinite(out.sum(dtype=np.float64)):
         raise ValueError(f"{name}: contains NaN or infinite values")
     sample = out[::sample_step, ::sample_step, ::sample_step].astype(np.float64)
     lo, hi = np.percentile(sample, [0.1, 99.9])

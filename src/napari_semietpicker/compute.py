@@ -1,0 +1,54 @@
+"""How the network runs on a device: numeric precision and CPU threads.
+
+``precision`` is ``fp32``, ``bf16`` (autocast: convolutions in bfloat16, accumulated in
+float32) or ``auto``: bf16 on a CUDA GPU, fp32 on CPUs, where bf16 was not measured to be
+faster on the project's 2-core AVX512_BF16 machine (docs/performance.md). Outputs always
+come back as float32, so blending and peak finding never see bfloat16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``fp32`` or ``bf16`` for ``precision`` on ``device`` (``auto`` decided as above)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    device_type = torch.device(device).type
+    if resolve_precision(precision, device) == "fp32" or device_type not in ("cpu", "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=torch.bfloat16)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a batch job's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity masks
+        return os.cpu_count() or 1
+
+
+def use_available_cores() -> int:
+    """Give torch one thread per available core, shared between the ranks on this node.
+
+    torch's default can count the host's cores rather than the job's (containers, Slurm
+    allocations), which oversubscribes; under torchrun each local rank gets its share.
+    Returns the thread count set.
+    """
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    threads = max(1, available_cores() // ranks_here)
+    torch.set_num_threads(threads)
+    return threads
