@@ -10,7 +10,7 @@ import torch
 from napari_semietpicker.checkpoint import ModelCard
 from napari_semietpicker.classes import ParticleClass
 from napari_semietpicker.data import CropSampler, prepare_volume
-from napari_semietpicker.heatmap import input_to_output
+from napari_semietpicker.geometry import input_to_output
 from napari_semietpicker.io.picks import picks_from_positions, read_picks_csv
 from napari_semietpicker.io.tomogram import Tomogram
 from napari_semietpicker.model import ModelConfig
