@@ -217,11 +217,11 @@ class ReviewWidget(QWidget):
         world = item[["z", "y", "x"]].to_numpy(float) + self.prediction.origin
         radius = next(c.radius_A for c in self.prediction.card.classes
                       if c.name == item["particle_type"])
+        self._ring(world, radius)  # first: a new ring layer would move the slider again
         self.viewer.dims.set_point(range(len(world)), tuple(world))
         camera = self.viewer.scene.camera
         camera.center = tuple(world[list(self.viewer.dims.displayed)])
         camera.zoom = self._canvas_pixels() / (FIELD_RADII * radius)
-        self._ring(world, radius)
         self.table.selectRow(self.index)
         self.table.scrollToItem(self.table.item(self.index, 0))
 
