@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..classes import ParticleClass
+from ..geometry import same_voxel_size
 from ..io.picks import NEGATIVE, POSITIVE
 from ..layers import META, PICKS
 from ..review import (
@@ -151,7 +152,7 @@ class ReviewWidget(QWidget):
         layers = [find_layer(self.viewer, Image, prediction.tomogram, HEATMAP, c.name)
                   for c in card.classes]
         if any(layer is None for layer in layers) or \
-                not np.isclose(card.voxel_size, prediction.voxel_size, rtol=0.02):
+                not same_voxel_size(card.voxel_size, prediction.voxel_size):
             return None
         return np.stack([np.asarray(layer.data, np.float32) for layer in layers])
 
