@@ -162,3 +162,14 @@ def test_fuzzed_model_config_gives_a_valid_card_or_a_clear_error(tmp_path, model
         assert card.voxel_size > 0 and len(card.classes) == card.model.n_classes
         assert all(0 <= t <= 1 for t in card.thresholds.values())
         assert len({c.name for c in card.classes}) == len(card.classes)
+
+
+def test_a_star_coordinate_that_is_not_a_number_is_named_with_its_file(tmp_path):
+    """Found by the STAR fuzz test: a bare float conversion error named neither file nor column."""
+    file = tmp_path / "p.star"
+    file.write_text("data_particles\n\nloop_\n_rlnTomoName #1\n_rlnCenteredCoordinateXAngst #2\n"
+                    "_rlnCenteredCoordinateYAngst #3\n_rlnCenteredCoordinateZAngst #4\n"
+                    "_semietpickerParticleType #5\nTS_1\t0.0\t-50.0\t1e6X8\tribosome\n"
+                    "TS_1\t-230.0\t-190.0\t-150.0\tribosome\n")
+    with pytest.raises(ValueError, match=r"p\.star: column rlnCenteredCoordinateZAngst holds"):
+        read_picks(file, voxel_size=10.0, shape=(40, 50, 60))

@@ -17,7 +17,7 @@ Conventions (docs/design.md, coordinates; the same as copick's RELION import and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,7 +117,7 @@ def read_star(path: str | Path, *, voxel_size: VoxelSizeSpec | None = None,
                 f"{path}: RELION 5 centred coordinates need the tomogram's shape and voxel size "
                 "(give the tomogram, or shape and voxel_size)"
             )
-        xyz = particles[list(CENTERED_COLUMNS)].to_numpy(dtype=float)
+        xyz = _numbers(particles, CENTERED_COLUMNS, path)
         xyz = xyz + np.array([_center_xyz(shape, name, voxel_size, path) for name in names],
                              dtype=float).reshape(-1, 3)
     else:
@@ -127,12 +127,11 @@ def read_star(path: str | Path, *, voxel_size: VoxelSizeSpec | None = None,
                 f"{path}: RELION 4 pixel coordinates need the pixel size they are in "
                 "(voxel_size, --voxel-size)"
             )
-        xyz = particles[list(PIXEL_COLUMNS)].to_numpy(dtype=float) * _sizes(pixel_size, names,
-                                                                              path)
+        xyz = _numbers(particles, PIXEL_COLUMNS, path) * _sizes(pixel_size, names, path)
     df = pd.DataFrame({"experiment": names, "particle_type": classes,
                        "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
     if SCORE_COLUMN in particles:
-        df["score"] = particles[SCORE_COLUMN].to_numpy(dtype=float)
+        df["score"] = _numbers(particles, (SCORE_COLUMN,), path)[:, 0]
     return validate_picks(df, source=str(path))
 
 
@@ -260,3 +259,18 @@ def _optics_pixel_size(optics: pd.DataFrame | None) -> float | None:
         return None
     sizes = optics["rlnTomoTiltSeriesPixelSize"].astype(float).unique()
     return float(sizes[0]) if len(sizes) == 1 else None
+
+
+def _numbers(particles: pd.DataFrame, columns: Sequence[str], path: Path) -> np.ndarray:
+    """The columns as floats (N, len(columns)); a value that is not a number is an error
+    naming the file, the column and the value, not a bare conversion error."""
+    values = np.empty((len(particles), len(columns)), dtype=float)
+    for i, column in enumerate(columns):
+        raw = particles[column]
+        numbers = pd.to_numeric(raw, errors="coerce")
+        bad = numbers.isna() & raw.notna()
+        if bad.any():
+            raise ValueError(f"{path}: column {column} holds {raw[bad].iloc[0]!r}, not a number "
+                             f"({int(bad.sum())} row(s))")
+        values[:, i] = numbers.to_numpy(dtype=float)
+    return values
