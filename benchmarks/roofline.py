@@ -181,11 +181,11 @@ def pick_stages(model: torch.nn.Module, card: ModelCard, path: Path, predict: Pr
     stages: dict[str, float] = {}
     t = time.perf_counter()
     tomogram = read_tomogram(path)
-    raw = np.array(tomogram.data)  # the file (page cache) into memory
+    tomogram.data = np.array(tomogram.data)  # the file (page cache) into memory
     stages["reading"] = time.perf_counter() - t
     t = time.perf_counter()
-    resampled = rescale_to_model(raw, tomogram.voxel_size, card.voxel_size, tomogram.name)
-    if resampled is not raw:
+    resampled, grid = rescale_to_model(tomogram, card.voxel_size)
+    if resampled is not tomogram.data:
         stages["resampling (binning)"] = time.perf_counter() - t
     t = time.perf_counter()
     volume = normalize(resampled, copy=False)
@@ -193,7 +193,7 @@ def pick_stages(model: torch.nn.Module, card: ModelCard, path: Path, predict: Pr
     heat, window_stages = sliding_window_stages(model, volume, predict)
     stages.update(window_stages)
     t = time.perf_counter()
-    peaks_from_heatmaps(heat, card, tomogram.name, card.voxel_size, volume_shape=volume.shape)
+    peaks_from_heatmaps(heat, card, tomogram.name, grid, volume_shape=volume.shape)
     stages["peaks"] = time.perf_counter() - t
     return stages
 
@@ -236,7 +236,7 @@ def print_stage_table(title: str, stages: dict[str, float], network_flops: float
         print(f"  {stage:24} {seconds:>8.2f} {100 * seconds / total:>5.1f}% {rate}", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", nargs="+", default=["light"])
     p.add_argument("--count-presets", nargs="+", default=["light", "paper"],
@@ -251,7 +251,7 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=5)
     p.add_argument("--fma-units", type=int, default=2)
     p.add_argument("--count-only", action="store_true", help="count FLOPs; time nothing")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     threads = use_available_cores()
     peak = machine_peak(args.fma_units)
     classes = load_classes("czii")
