@@ -15,7 +15,7 @@ def test_roofline_prints_stages_and_rates(monkeypatch, capsys):
 
     roofline.main(["--presets", "light", "--count-presets", "light", "--levels", "0", "1",
                    "--shape", "32", "64", "64", "--window", "64", "--precisions", "fp32",
-                   "--train-steps", "1", "--crop", "32", "--batch-size", "1"])
+                   "--train-steps", "1", "--crop", "32", "--batch-size", "2"])
     out = capsys.readouterr().out
     sys.modules.pop("roofline", None)
     tables = re.findall(r"pick, light at (\d+) A, fp32: ([\d.]+) s end to end", out)
