@@ -98,7 +98,8 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=CZII_SHAPE, metavar=("D", "H", "W"),
                         help="tomogram shape (default: a CZII tomogram)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--window", type=int, default=PredictConfig.window)
+    parser.add_argument("--overlap", type=float, default=PredictConfig.overlap)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--bins", type=int, nargs="+", default=[1],
                         help="model voxel size as a multiple of the tomogram's (binned inference)")
@@ -119,7 +120,7 @@ def main() -> None:
         write_tomogram(path, volume, 10.0)
         del volume
         print(f"device: {machine(device)}; tomogram {shape} at 10 A; "
-              f"window {args.window}, overlap 0.25, batch {args.batch_size}")
+              f"window {args.window}, overlap {args.overlap:g}, batch {args.batch_size}")
         print(f"{'preset':8} {'bin':>3} {'views':>5} {'prec':>4} {'time s':>8} {'re-pick ms':>10} "
               f"{'peak host GB':>12} {'peak GPU GB':>11} {'peaks':>8} {'MONAI s':>8} "
               f"{'MONAI/ours':>10}")
@@ -134,7 +135,7 @@ def main() -> None:
             # the worst case for peak finding and re-picking.
             torch.nn.init.zeros_(model.head.bias)
             card = ModelCard(classes=classes, voxel_size=10.0 * binning, model=config)
-            predict_config = PredictConfig(window=args.window, tta=tta,
+            predict_config = PredictConfig(window=args.window, overlap=args.overlap, tta=tta,
                                            batch_size=args.batch_size, precision=precision)
             if args.compile:
                 model = torch.compile(model)

@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--levels", type=int, nargs="+", default=[0, 1],
                    help="model voxel size = 10 A x 2**level (the tomogram stays at 10 A)")
     p.add_argument("--shape", type=int, nargs=3, default=CZII_SHAPE, metavar=("D", "H", "W"))
-    p.add_argument("--window", type=int, default=256)
+    p.add_argument("--window", type=int, default=PredictConfig.window)
+    p.add_argument("--overlap", type=float, default=PredictConfig.overlap)
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     p.add_argument("--crop", type=int, default=96, help="training crop side")
     p.add_argument("--batch-size", type=int, default=2, help="training crops per step")
@@ -259,8 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"peak: {peak.flops('fp32') / 1e9:.0f} GFLOP/s fp32, {peak.flops('bf16') / 1e9:.0f} "
           f"GFLOP/s bf16 = {peak.how}; torch {torch.__version__}, {threads} threads, "
           f"{torch.backends.cpu.get_cpu_capability()} kernels")
-    print(f"\nFLOPs per tomogram {shape} at 10 A, window {args.window}, overlap 0.25, one view "
-          f"(four views: x4)")
+    print(f"\nFLOPs per tomogram {shape} at 10 A, window {args.window}, overlap "
+          f"{args.overlap:g}, one view (four views: x4)")
     print(f"{'preset':8} {'voxel':>6} {'windows':>7} {'window':>15} {'GFLOP/window':>12} "
           f"{'TFLOP computed':>14} {'TFLOP no overlap':>16} {'overlap':>7}")
     counts = {}
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> None:
         config = ModelConfig(n_classes=len(classes), preset=preset)
         for level in args.levels:
             level_shape = tuple(max(32, round(s / 2**level)) for s in shape)
-            windows = planned_windows(config, level_shape, PredictConfig(window=args.window))
+            windows = planned_windows(config, level_shape,
+                                      PredictConfig(window=args.window, overlap=args.overlap))
             flops = sum(counted_flops(config, w) for w in windows)
             voxels = sum(int(np.prod(w[2:])) for w in windows)
             per_voxel = flops / voxels
@@ -294,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
             for level in args.levels:
                 card = ModelCard(classes=classes, voxel_size=10.0 * 2**level, model=config)
                 for precision in args.precisions:
-                    predict = PredictConfig(window=args.window, precision=precision)
+                    predict = PredictConfig(window=args.window, overlap=args.overlap,
+                                            precision=precision)
                     stages = pick_stages(model, card, path, predict)
                     print_stage_table(f"pick, {preset} at {10 * 2**level} A, {precision}",
                                       stages, counts[preset, level], peak, precision)

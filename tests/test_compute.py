@@ -127,11 +127,12 @@ def test_windows_past_the_end_read_the_padded_volume():
 def test_prediction_without_a_padded_copy_is_unchanged_and_copies_nothing_whole():
     """The volume is no longer padded whole before the first window: the heatmaps are
     bitwise those of the padded volume, and numpy allocates no volume-sized array."""
-    volume = normalize(np.random.default_rng(3).normal(size=(40, 50, 70)))
+    # Large enough that a volume-sized array stands out from the model's inference copy.
+    volume = normalize(np.random.default_rng(3).normal(size=(40, 90, 110)))
     model = random_model()
     config = PredictConfig(window=64, precision="fp32")
-    padded = np.pad(volume, [(0, 24), (0, 14), (0, 26)], mode="reflect")
-    expected = predict_heatmaps(model, padded, config)[:, :20, :25, :35]
+    padded = np.pad(volume, [(0, 24), (0, 6), (0, 18)], mode="reflect")
+    expected = predict_heatmaps(model, padded, config)[:, :20, :45, :55]
     tracemalloc.start()
     heat = predict_heatmaps(model, volume, config)
     _, peak = tracemalloc.get_traced_memory()

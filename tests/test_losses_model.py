@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from napari_semietpicker.losses import reweighted_mse
-from napari_semietpicker.model import ModelConfig, build_model
+from napari_semietpicker.model import ModelConfig, build_model, fold_batch_norms
 
 
 def test_reweighted_mse_known_values():
@@ -49,3 +49,23 @@ def test_model_config_validation():
         ModelConfig(n_classes=2, preset="huge")
     with pytest.raises(ValueError, match="output stride 2"):
         ModelConfig(n_classes=2, output_stride=4)
+
+
+def test_folded_batch_norms_compute_the_same_heatmaps_and_leave_the_model_alone():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_classes=3, preset="light"))
+    for module in model.modules():  # trained-looking statistics, not the identity
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batch_norms(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
+    assert model.training and any(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    x = torch.randn(1, 1, 32, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-5)

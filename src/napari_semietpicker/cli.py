@@ -231,8 +231,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     distributed.init_from_env(device.type)
     model, card = load_model(args.model, device)
-    config = PredictConfig(window=args.window, overlap=args.overlap, tta=args.tta,
-                           batch_size=args.batch_size, precision=args.precision)
+    windows = {k: v for k, v in (("window", args.window), ("overlap", args.overlap))
+               if v is not None}  # unset: PredictConfig's defaults, in one place
+    config = PredictConfig(**windows, tta=args.tta, batch_size=args.batch_size,
+                           precision=args.precision)
     thresholds = args.threshold if args.threshold is not None else {
         **card.class_thresholds(), **_class_thresholds(args.class_threshold, card.classes)}
     tomograms = _tomograms(args, args.tomograms, args.runs)
@@ -484,9 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average flips along z, y and x")
     p.add_argument("--heatmaps", default=None, help="folder for per-class heatmap MRC files")
     p.add_argument("--device", default="auto")
-    p.add_argument("--window", type=_int_at_least(32), default=256,
-                   help="largest window side (voxels, >= 32)")
-    p.add_argument("--overlap", type=_fraction, default=0.25)
+    p.add_argument("--window", type=_int_at_least(32), default=None,
+                   help="largest window side (voxels, >= 32; default: two windows per CZII "
+                   "axis)")
+    p.add_argument("--overlap", type=_fraction, default=None,
+                   help="shared fraction of neighbouring windows")
     p.add_argument("--batch-size", type=_int_at_least(1), default=1,
                    help="windows per forward pass")
     p.add_argument("--precision", default="auto",
