@@ -157,7 +157,7 @@ def main() -> None:
                                         device)
             peaks[t.name] = cache.picks.assign(peak=np.arange(len(cache.picks)))
             reviews[t.name] = Review(build_queue(cache.picks, classes, thresholds, heat,
-                                                 card.voxel_size, card.model.output_stride))
+                                                 cache.heatmap_grid))
         queued = sum(len(r.queue) for r in reviews.values())
         print(f"seed {seed}: {queued} items queued in the pool "
               f"({time.process_time() - cpu:.0f} s CPU with flips)", flush=True)

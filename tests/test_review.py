@@ -10,7 +10,7 @@ import torch
 from napari_semietpicker.checkpoint import ModelCard
 from napari_semietpicker.classes import ParticleClass
 from napari_semietpicker.data import CropSampler, prepare_volume
-from napari_semietpicker.geometry import input_to_output
+from napari_semietpicker.geometry import Grid, input_to_output
 from napari_semietpicker.io.picks import picks_from_positions, read_picks_csv
 from napari_semietpicker.io.tomogram import Tomogram
 from napari_semietpicker.model import ModelConfig
@@ -35,6 +35,7 @@ from napari_semietpicker.semi import predict_views_with_spread
 VOXEL, STRIDE = 10.0, 2
 CLASSES = [ParticleClass("a", 80.0, 1.0), ParticleClass("b", 80.0, 1.0)]  # sigma: 2 out voxels
 THRESHOLDS = {"a": 0.4, "b": 0.4}
+GRID = Grid(VOXEL).coarser(STRIDE)  # the heatmaps' grid
 
 
 def gaussian(shape, center, sigma, amplitude):
@@ -67,7 +68,7 @@ def angstrom(out_index):
 
 def test_queue_ranks_confusion_then_threshold_then_uncovered(heat):
     peaks = peaks_from_heatmaps(heat, card(), "t").picks
-    queue = build_queue(peaks, CLASSES, THRESHOLDS, heat, VOXEL, STRIDE)
+    queue = build_queue(peaks, CLASSES, THRESHOLDS, heat, GRID)
     got = [(row.particle_type, row.kind, round(row.score, 2)) for row in queue.itertuples()]
     # b's peak 0.63 has a stronger a peak within a radius (ratio 1); a's 0.7 has b at 0.9 of
     # it; 0.43 is 0.85 of the way to the threshold; the smear is uncovered; 0.9 is sure.
@@ -79,10 +80,15 @@ def test_queue_ranks_confusion_then_threshold_then_uncovered(heat):
     assert len(uncovered) == 1 and uncovered["particle_type"].iloc[0] == "a"
     np.testing.assert_allclose(uncovered[["z", "y", "x"]].to_numpy()[0],
                                angstrom((24, 24, 24)) * VOXEL)
+    # a binned tomogram's heatmaps start half a fine voxel in: the region moves with them
+    shifted = build_queue(peaks, CLASSES, THRESHOLDS, heat, Grid(VOXEL, (5.0, 5.0, 5.0))
+                          .coarser(STRIDE))
+    np.testing.assert_allclose(shifted[shifted["kind"] == "uncovered"][["z", "y", "x"]]
+                               .to_numpy()[0], angstrom((24, 24, 24)) * VOXEL + 5.0)
     assert uncovered["peak"].iloc[0] == -1 and "uncovered" in uncovered["reason"].iloc[0]
     assert got[-1] == ("a", "peak", 0.9) and queue["priority"].iloc[-1] == 0
     assert queue["item"].tolist() == list(range(len(queue)))
-    short = build_queue(peaks, CLASSES, THRESHOLDS, heat, VOXEL, STRIDE, max_items=2)
+    short = build_queue(peaks, CLASSES, THRESHOLDS, heat, GRID, max_items=2)
     assert short["score"].tolist() == queue["score"].iloc[:2].tolist()
 
 
@@ -94,7 +100,7 @@ def test_box_mean_is_the_cube_average():
 
 def test_no_candidates_make_an_empty_queue(heat):
     peaks = peaks_from_heatmaps(heat * 0, card(), "t").picks
-    queue = build_queue(peaks, CLASSES, THRESHOLDS, heat * 0, VOXEL, STRIDE)
+    queue = build_queue(peaks, CLASSES, THRESHOLDS, heat * 0, GRID)
     assert len(queue) == 0 and Review(queue).progress() == "0 of 0 reviewed"
 
 
@@ -142,7 +148,7 @@ def test_view_disagreement_raises_a_confident_pick(heat):
 
 def test_decisions_survive_a_restart_and_become_labels(heat, tmp_path):
     peaks = peaks_from_heatmaps(heat, card(), "t").picks
-    queue = build_queue(peaks, CLASSES, THRESHOLDS, heat, VOXEL, STRIDE)
+    queue = build_queue(peaks, CLASSES, THRESHOLDS, heat, GRID)
     review = Review(queue)
     review.decide(0, REJECT)  # b 0.63: not a particle
     review.decide(1, CHANGE_CLASS, "b")  # a 0.7 is really b
@@ -156,7 +162,7 @@ def test_decisions_survive_a_restart_and_become_labels(heat, tmp_path):
     picks = read_picks_csv(path)
     assert picks["role"].tolist() == ["negative", "positive", "positive", "positive"]
     assert picks["particle_type"].tolist() == ["b", "b", "a", "a"]
-    again = Review(build_queue(peaks, CLASSES, THRESHOLDS, heat, VOXEL, STRIDE))
+    again = Review(build_queue(peaks, CLASSES, THRESHOLDS, heat, GRID))
     assert again.restore(path) == 4
     assert {i: d.action for i, d in again.decisions.items()} == {
         0: REJECT, 1: CHANGE_CLASS, 2: ACCEPT, 3: MOVE}

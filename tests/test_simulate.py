@@ -73,7 +73,7 @@ def test_render_keeps_centre_and_physical_size(voxel_size):
     volume = np.zeros((side,) * 3, dtype=np.float32)
     centre = np.array([0.5 * side - 0.3, 0.5 * side + 0.4, 0.5 * side + 0.15])
     rotation = simulate._random_rotation(np.random.default_rng(0))
-    simulate._render(volume, template, centre, rotation, voxel_size)
+    simulate.render_particle(volume, template, centre, rotation, voxel_size)
     grids = np.indices(volume.shape)
     com = np.array([(g * volume).sum() / volume.sum() for g in grids])
     np.testing.assert_allclose(com, centre, atol=0.05)
@@ -137,7 +137,7 @@ def test_dataset_files_read_back(tmp_path):
 
 def test_class_templates_fit_the_class_radii():
     for particle_class in load_classes("czii"):
-        template = simulate._class_template(particle_class, 10.0)
+        template = simulate.class_template(particle_class, 10.0)
         assert template.radius_A == pytest.approx(particle_class.radius_A, rel=0.25)
 
 
@@ -157,7 +157,7 @@ def test_classes_without_a_map_get_synthetic_shapes():
                                                  density=8)
     assert set(picks["particle_type"]) <= {"mystery", "ribosome"} and len(picks) > 0
     assert np.isfinite(tomogram.data).all() and tomogram.data.std() > 0
-    blob = simulate._class_template(classes[0], 10.0)
+    blob = simulate.class_template(classes[0], 10.0)
     assert blob.radius_A == pytest.approx(80.0, rel=0.3)
 
 

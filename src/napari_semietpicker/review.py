@@ -34,7 +34,7 @@ from scipy.spatial import cKDTree
 
 from .autosave import autosave_path
 from .classes import ParticleClass
-from .geometry import output_to_input
+from .geometry import Grid
 from .heatmap import class_sigmas, local_maxima, nms_kernels
 from .io.atomic import atomic_path
 from .io.picks import NEGATIVE, POSITIVE, positions_A, validate_picks
@@ -116,25 +116,26 @@ def peak_mass(heat: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
 
 
 def uncovered_regions(heat: torch.Tensor | np.ndarray, classes: Sequence[ParticleClass],
-                      voxel_size: float, stride: int, thresholds: Mapping[str, float],
+                      heat_grid: Grid, thresholds: Mapping[str, float],
                       candidates: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """Places where a class's heatmap mass reaches its threshold with no candidate near.
 
-    ``heat`` is (C, D, H, W) on the output grid of voxels of ``voxel_size``; ``candidates``
-    are the queued and picked peaks (Angstrom). Returns picks-like rows with ``mass``.
+    ``heat`` is (C, D, H, W) on ``heat_grid`` (the model's output grid in the tomogram's
+    frame, :attr:`.predict.PeakCache.heatmap_grid`); ``candidates`` are the queued and
+    picked peaks (Angstrom). Returns picks-like rows with ``mass``.
     """
     heat = torch.as_tensor(np.asarray(heat) if not isinstance(heat, torch.Tensor) else heat)
-    sigmas = class_sigmas(classes, voxel_size, stride)
-    kernels = nms_kernels(classes, voxel_size, stride)
+    sigmas = class_sigmas(classes, heat_grid.voxel_size, 1)
+    kernels = nms_kernels(classes, heat_grid.voxel_size, 1)
     rows = []
     for c, cls in enumerate(classes):
-        radius = max(1, int(round(cls.radius_A / (voxel_size * stride))))
+        radius = max(1, int(round(cls.radius_A / heat_grid.voxel_size)))
         mass = peak_mass(heat[c], float(sigmas[c]), radius)
         level = thresholds[cls.name]
         index = torch.nonzero(local_maxima(mass, kernels[c]) & (mass >= level)).cpu().numpy()
         if not len(index):
             continue
-        zyx = output_to_input(index, stride) * voxel_size
+        zyx = heat_grid.to_angstrom(index)
         own = candidates[candidates["particle_type"] == cls.name]
         if len(own):
             distance = cKDTree(positions_A(own)).query(zyx)[0]
@@ -167,16 +168,17 @@ def class_factors(classes: Sequence[ParticleClass]) -> dict[str, float]:
 
 def build_queue(peaks: pd.DataFrame, classes: Sequence[ParticleClass],
                 thresholds: Mapping[str, float], heat: torch.Tensor | np.ndarray | None = None,
-                voxel_size: float | None = None, stride: int = 2,
-                band: float = THRESHOLD_BAND, max_items: int = MAX_ITEMS) -> pd.DataFrame:
+                heat_grid: Grid | None = None, band: float = THRESHOLD_BAND,
+                max_items: int = MAX_ITEMS) -> pd.DataFrame:
     """The review queue of one tomogram, most uncertain first, across classes, at most
     ``max_items`` long.
 
     ``peaks`` are the cached candidate peaks (a :class:`~.predict.PeakCache`'s picks: their
-    row number is the peak id; an optional ``view_spread`` column). With ``heat`` (the
-    heatmaps on the model's output grid, voxels of ``voxel_size``), uncovered regions are
-    queued too. Columns: the picks columns, ``item`` (0.. in queue order), ``peak`` (-1 for
-    an uncovered region), ``kind`` (peak or uncovered), ``priority`` and ``reason``.
+    row number is the peak id; an optional ``view_spread`` column). With ``heat`` and
+    ``heat_grid`` (the heatmaps and where they lie: :attr:`.predict.PeakCache.heatmap_grid`),
+    uncovered regions are queued too. Columns: the picks columns, ``item`` (0.. in queue
+    order), ``peak`` (-1 for an uncovered region), ``kind`` (peak or uncovered),
+    ``priority`` and ``reason``.
     """
     peaks = peaks.reset_index(drop=True)
     limit = peaks["particle_type"].map(thresholds).to_numpy(float)
@@ -196,10 +198,9 @@ def build_queue(peaks: pd.DataFrame, classes: Sequence[ParticleClass],
                "rival_score": np.where(rival >= 0, queued["score"].to_numpy(float)[rival], 0.0)}
     queued = queued.assign(**{f"signal_{k}": v for k, v in signals.items()}, kind="peak")
     tables = [queued]
-    if heat is not None and len(peaks):
+    if heat is not None and heat_grid is not None and len(peaks):
         experiment = str(peaks["experiment"].iloc[0])
-        empty = uncovered_regions(heat, classes, voxel_size, stride, thresholds, queued,
-                                  experiment)
+        empty = uncovered_regions(heat, classes, heat_grid, thresholds, queued, experiment)
         if len(empty):
             level = empty["particle_type"].map(thresholds).to_numpy(float)
             empty["priority"] = np.clip(empty["mass"].to_numpy() / (2 * level), 0.5, 1.0)

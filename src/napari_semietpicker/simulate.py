@@ -90,7 +90,7 @@ DEFAULT_DISTRACTORS = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
-class _Template:
+class Template:
     """A cubic density box (protein positive, ~1 inside) and its voxel size."""
 
     density: np.ndarray
@@ -185,12 +185,12 @@ def simulate_dataset(
 def _draw_particles(
     classes: Sequence[ParticleClass], shape: tuple[int, int, int], voxel_size: float,
     density: float, distractors: float, rng: np.random.Generator,
-) -> list[tuple[float, _Template, str | None]]:
+) -> list[tuple[float, Template, str | None]]:
     """Draw (radius in A, template, class name or None for a distractor) per particle,
     largest first so that placement rejects less."""
-    labelled = [(c.radius_A, _class_template(c, voxel_size), c.name) for c in classes]
+    labelled = [(c.radius_A, class_template(c, voxel_size), c.name) for c in classes]
     counts = _expected_counts(classes, np.asarray(shape) * voxel_size, density)
-    items: list[tuple[float, _Template, str | None]] = [
+    items: list[tuple[float, Template, str | None]] = [
         labelled[i] for i, c in enumerate(counts) for _ in range(rng.poisson(c))]
     maps = [stem for stem in DISTRACTOR_TEMPLATES if stem in template_maps()]
     for _ in range(rng.poisson(distractors * float(np.sum(counts)))):
@@ -333,7 +333,7 @@ def template_maps() -> dict[str, np.ndarray]:
     return maps
 
 
-def _class_template(particle_class: ParticleClass, voxel_size: float) -> _Template:
+def class_template(particle_class: ParticleClass, voxel_size: float) -> Template:
     """The class's map (by CZII name, or a class named like a shipped map), else a
     blobby ellipsoid of the class radius, the same for every tomogram."""
     stem = CLASS_TEMPLATES.get(particle_class.name, particle_class.name.lower())
@@ -343,9 +343,9 @@ def _class_template(particle_class: ParticleClass, voxel_size: float) -> _Templa
 
 
 @functools.lru_cache(maxsize=128)
-def _map_template(stem: str, voxel_size: float) -> _Template:
+def _map_template(stem: str, voxel_size: float) -> Template:
     """A 10 A map cropped to its support, low-passed when the simulation voxels are
-    coarser (anti-aliasing). It stays at 10 A: :func:`_render` scales while it rotates,
+    coarser (anti-aliasing). It stays at 10 A: :func:`render_particle` scales while it rotates,
     one interpolation instead of two, and memory stays small for fine voxels."""
     template = _load_map(stem)
     shrink = voxel_size / template.voxel_size
@@ -356,18 +356,18 @@ def _map_template(stem: str, voxel_size: float) -> _Template:
 
 
 @functools.lru_cache(maxsize=64)
-def _load_map(stem: str) -> _Template:
+def _load_map(stem: str) -> Template:
     data = np.clip(template_maps()[stem].astype(np.float32), 0, None)
     return _crop_template(data, TEMPLATE_VOXEL_A)
 
 
 @functools.lru_cache(maxsize=64)
-def _named_blob(name: str, radius_A: float, voxel_size: float) -> _Template:
+def _named_blob(name: str, radius_A: float, voxel_size: float) -> Template:
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     return _blob(radius_A / voxel_size, rng, voxel_size)
 
 
-def _blob(radius: float, rng: np.random.Generator, voxel_size: float) -> _Template:
+def _blob(radius: float, rng: np.random.Generator, voxel_size: float) -> Template:
     """A soft ellipsoid (longest semi-axis ``radius`` voxels) with a few dense lumps."""
     half = int(np.ceil(radius)) + 2
     grid = np.stack(np.meshgrid(*[np.arange(-half, half + 1, dtype=np.float32)] * 3,
@@ -382,7 +382,7 @@ def _blob(radius: float, rng: np.random.Generator, voxel_size: float) -> _Templa
     return _crop_template(data.astype(np.float32), voxel_size)
 
 
-def _crop_template(data: np.ndarray, voxel_size: float) -> _Template:
+def _crop_template(data: np.ndarray, voxel_size: float) -> Template:
     """Scale, centre on the centre of mass and cut to a ball holding 99.9 % of the mass.
 
     The scale sets the mean of the densest voxels holding 80 % of the mass to 1: protein
@@ -406,20 +406,20 @@ def _crop_template(data: np.ndarray, voxel_size: float) -> _Template:
     box_com = com - centre + half
     outside = _squared_distance(np.indices(box.shape), box_com) > (half - 0.5) ** 2
     box[outside] = 0
-    return _Template(box, box_com, float(r97) * voxel_size, voxel_size)
+    return Template(box, box_com, float(r97) * voxel_size, voxel_size)
 
 
-def _render_all(shape: tuple[int, int, int], voxel_size: float, templates: list[_Template],
+def _render_all(shape: tuple[int, int, int], voxel_size: float, templates: list[Template],
                 positions_A: np.ndarray, rotations: list[np.ndarray]) -> np.ndarray:
     """Sum the rotated templates into a new float32 volume (protein positive)."""
     volume = np.zeros(shape, dtype=np.float32)
     for template, zyx_A, rotation in zip(templates, positions_A, rotations, strict=True):
-        _render(volume, template, zyx_A / voxel_size, rotation, voxel_size)
+        render_particle(volume, template, zyx_A / voxel_size, rotation, voxel_size)
     return volume
 
 
-def _render(volume: np.ndarray, template: _Template, centre: np.ndarray,
-            rotation: np.ndarray, voxel_size: float) -> None:
+def render_particle(volume: np.ndarray, template: Template, centre: np.ndarray,
+                    rotation: np.ndarray, voxel_size: float) -> None:
     """Add ``template``, rotated and resampled to ``voxel_size``, with its centre of mass
     at ``centre`` (volume voxels, sub-voxel exact) into ``volume``; only the part inside
     the volume is computed."""

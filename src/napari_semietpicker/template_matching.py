@@ -32,7 +32,7 @@ from .heatmap import find_peaks, nms_kernels
 from .io.picks import empty_picks, picks_from_positions
 from .io.tomogram import Tomogram, normalize
 from .predict import PeakCache
-from .simulate import _class_template, _render, missing_wedge_mask
+from .simulate import class_template, missing_wedge_mask, render_particle
 
 #: Candidates are kept from this many standard deviations of the score map above its mean.
 CANDIDATE_SIGMAS = 2.0
@@ -78,7 +78,7 @@ def class_templates(particle_class: ParticleClass, voxel_size: float,
                     rotations: np.ndarray, wedge: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Rotated dark templates of a class, each zero-mean and unit-variance in a ball of the
     class radius and zero outside it: (R, S, S, S), with that ball mask (S, S, S)."""
-    template = _class_template(particle_class, voxel_size)
+    template = class_template(particle_class, voxel_size)
     mask = ball(particle_class.radius_A / voxel_size)
     side = mask.shape[0]
     centre = np.full(3, (side - 1) / 2)
@@ -86,7 +86,7 @@ def class_templates(particle_class: ParticleClass, voxel_size: float,
     wedge_mask = missing_wedge_mask(mask.shape) if wedge else None
     for i, rotation in enumerate(rotations):
         box = np.zeros(mask.shape, dtype=np.float32)
-        _render(box, template, centre, rotation, voxel_size)
+        render_particle(box, template, centre, rotation, voxel_size)
         if wedge_mask is not None:
             box = fft.irfftn(fft.rfftn(box) * wedge_mask, box.shape).astype(np.float32)
         values = -box[mask]  # protein is dark

@@ -31,7 +31,6 @@ from qtpy.QtWidgets import (
 )
 
 from ..classes import ParticleClass
-from ..geometry import same_voxel_size
 from ..io.picks import NEGATIVE, POSITIVE
 from ..layers import META, PICKS
 from ..review import (
@@ -146,13 +145,11 @@ class ReviewWidget(QWidget):
         return None
 
     def _heatmaps(self, prediction: Prediction) -> np.ndarray | None:
-        """The heatmaps shown for this prediction, on the model's grid (None if any is gone
-        or the model works at another voxel size than the tomogram)."""
-        card = prediction.card
+        """The heatmaps shown for this prediction, on its ``cache.heatmap_grid`` (None if
+        any is gone)."""
         layers = [find_layer(self.viewer, Image, prediction.tomogram, HEATMAP, c.name)
-                  for c in card.classes]
-        if any(layer is None for layer in layers) or \
-                not same_voxel_size(card.voxel_size, prediction.voxel_size):
+                  for c in prediction.card.classes]
+        if any(layer is None for layer in layers):
             return None
         return np.stack([np.asarray(layer.data, np.float32) for layer in layers])
 
@@ -164,8 +161,7 @@ class ReviewWidget(QWidget):
             return
         card = prediction.card
         queue = build_queue(prediction.cache.picks, card.classes, prediction.thresholds,
-                            self._heatmaps(prediction), card.voxel_size,
-                            card.model.output_stride)
+                            self._heatmaps(prediction), prediction.cache.heatmap_grid)
         self.prediction, self.review = prediction, Review(queue)
         image = next((layer for layer in self.viewer.layers if isinstance(layer, Image)
                       and tomogram_name(layer) == prediction.tomogram), None)
