@@ -8,7 +8,9 @@ sample data, the writer and the docks all go through these functions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,8 +26,35 @@ PREDICTED = "predicted"
 REFERENCE = "reference"
 
 
-def picks_layer_name(class_name: str, role: str = PICKS) -> str:
-    return f"{class_name} {role}"
+ROLES = (PICKS, REFERENCE, PREDICTED)
+#: What each role of an opened picks file is for (shown where the user chooses it).
+ROLE_HELP = {PICKS: "labels to train on", REFERENCE: "reference to evaluate against",
+             PREDICTED: "predictions (shown with their scores)"}
+#: Words in a picks file's name that mark it as a reference (known answers).
+REFERENCE_WORDS = ("reference", "ground_truth", "groundtruth", "truth", "gt", "solution")
+
+
+def picks_layer_name(class_name: str, role: str = PICKS, tomogram: str | None = None) -> str:
+    """``"ribosome picks"``; with ``tomogram`` (several tomograms open)
+    ``"ribosome picks [TS_01]"``, so that layers of different tomograms are told apart."""
+    name = f"{class_name} {role}"
+    return f"{name} [{tomogram}]" if tomogram else name
+
+
+def infer_role(picks: pd.DataFrame, path: str | Path) -> str:
+    """The role an opened picks file most likely has (the user can change it).
+
+    Scores that are not all 1 (hand picks score 1) mean a picker's output: predictions;
+    a file named like a reference (``*_reference.csv``, ``ground_truth/``...) holds known
+    answers to evaluate against; anything else is labels to train on.
+    """
+    if "score" in picks and len(picks) and not np.allclose(picks["score"].to_numpy(float), 1.0):
+        return PREDICTED
+    words = set(re.split(r"[^a-z0-9]+", str(Path(path)).lower()))
+    words |= {w.replace("_", "") for w in words}
+    if words & set(REFERENCE_WORDS) or "ground_truth" in str(path).lower():
+        return REFERENCE
+    return PICKS
 
 
 #: Percentiles of the voxel values that set an opened tomogram's contrast.
@@ -45,6 +74,29 @@ def robust_contrast(data: np.ndarray) -> list[float] | None:
         return None
     low, high = (float(v) for v in np.percentile(sample, CONTRAST_PERCENTILES))
     return [low, high] if high > low else None
+
+
+#: Heatmap values below this are fully transparent (background noise of the network).
+HEATMAP_FLOOR = 0.05
+#: The opacity of a confident heatmap voxel: the tomogram stays visible beneath.
+HEATMAP_OPACITY = 0.7
+
+
+def heatmap_colormap(rgb: Sequence[float]) -> np.ndarray:
+    """RGBA control points of one class's heatmap: transparent up to :data:`HEATMAP_FLOOR`,
+    then the class colour, more opaque as the score rises.
+
+    Drawn with ``translucent`` blending, overlapping heatmaps of several classes cover one
+    another rather than add up (additive red, green and blue sum to white), and no voxel is
+    brighter than its class colour.
+    """
+    r, g, b = (float(v) for v in rgb[:3])
+    return np.array([[r, g, b, 0.0], [r, g, b, 0.0], [r, g, b, HEATMAP_OPACITY]])
+
+
+def heatmap_controls() -> np.ndarray:
+    """Where :func:`heatmap_colormap`'s control points lie on the 0-1 score scale."""
+    return np.array([0.0, HEATMAP_FLOOR, 1.0])
 
 
 def image_layer(tomogram: Tomogram) -> tuple:
@@ -70,7 +122,8 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
     With the tomogram's ``voxel_size`` the layer has the tomogram's scale (data in voxels),
     so that napari's sliders step one slice at a time; without it, data are in Angstrom.
 
-    Scores (when present) become a ``score`` feature (1.0 for points clicked by hand);
+    Scores (when present) become a ``score`` feature (1.0 for points clicked by hand),
+    written beside each point in predicted layers;
     with a slice thickness of a radius, points show in nearby 2D slices as discs shrinking
     away from their centre (``rescale_spherical``).
     """
@@ -79,6 +132,7 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
                 np.ones(len(own))}
     if "role" in own:  # hard negatives stay negatives through layers and autosaves
         features["role"] = own["role"].to_numpy(str)
+    extra: dict = {"text": score_text(cls.color)} if role == PREDICTED else {}
     return (positions_A(own) / voxel_size, {
         "name": picks_layer_name(cls.name, role),
         "scale": (voxel_size,) * 3,
@@ -87,6 +141,7 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
         "border_color": cls.color,
         "border_width": 0.08,
         "projection_mode": "rescale_spherical",
+        "shading": "spherical",  # 3D: shaded balls, not flat discs
         "features": pd.DataFrame(features),
         "feature_defaults": {"score": 1.0, **({"role": POSITIVE} if "role" in features else {})},
         "ndim": 3,
@@ -94,7 +149,14 @@ def points_layer(picks: pd.DataFrame, cls: ParticleClass, experiment: str,
         "metadata": {META: {"class": cls.name, "tomogram": experiment, "role": role,
                             "radius_A": cls.radius_A, "weight": cls.weight,
                             "color": cls.color}},
+        **extra,
     }, "points")
+
+
+def score_text(color: str) -> dict:
+    """napari text for a predicted layer: each pick's score beside it, in the class colour."""
+    return {"string": "{score:.2f}", "size": 8, "color": color, "anchor": "upper_left",
+            "translation": [0, -2, 2]}
 
 
 def picks_layers(picks: pd.DataFrame, classes: Sequence[ParticleClass], experiment: str,

@@ -21,7 +21,14 @@ from ..checkpoint import ModelCard
 from ..classes import ParticleClass
 from ..geometry import Grid, same_voxel_size
 from ..io.tomogram import Tomogram
-from ..layers import META, PICKS, picks_from_layer, points_layer
+from ..layers import (
+    META,
+    PICKS,
+    heatmap_colormap,
+    heatmap_controls,
+    picks_from_layer,
+    points_layer,
+)
 
 HEATMAP = "heatmap"  # the role of a predicted heatmap (an Image layer per class)
 
@@ -210,7 +217,8 @@ def add_points_layer(viewer: napari.Viewer, table: pd.DataFrame, cls: ParticleCl
 def show_heatmap(viewer: napari.Viewer, card: ModelCard, index: int, tomogram: str,
                  origin: np.ndarray, heat: np.ndarray, grid: Grid) -> None:
     """Show one class's predicted heatmap (``card.classes[index]``) as an Image layer in the
-    class colour, added or updated in place, where it lies: on ``grid``, the model's output
+    class colour (:func:`..layers.heatmap_colormap`: overlaps do not sum to white), added or
+    updated in place, where it lies: on ``grid``, the model's output
     grid in the tomogram's frame (``PeakCache.heatmap_grid``), placed from ``origin``."""
     cls = card.classes[index]
     scale = (grid.voxel_size,) * 3
@@ -221,7 +229,8 @@ def show_heatmap(viewer: napari.Viewer, card: ModelCard, index: int, tomogram: s
         return
     rgb = transform_color(cls.color)[0][:3]
     viewer.add_image(
-        heat, name=f"{cls.name} heatmap", blending="additive",
-        colormap=Colormap([[*rgb, 0.0], [*rgb, 1.0]], name=f"semietpicker {cls.name}"),
+        heat, name=f"{cls.name} heatmap", blending="translucent",
+        colormap=Colormap(heatmap_colormap(rgb), controls=heatmap_controls(),
+                          name=f"semietpicker {cls.name}"),
         contrast_limits=(0.0, 1.0), scale=scale, translate=translate, units="angstrom",
         metadata={META: {"class": cls.name, "tomogram": tomogram, "role": HEATMAP}})
