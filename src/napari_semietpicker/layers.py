@@ -190,3 +190,26 @@ def picks_from_layer(data: np.ndarray, metadata: dict, features: pd.DataFrame | 
     if features is not None and "role" in features and len(features) == len(data):
         picks["role"] = features["role"].fillna(POSITIVE).astype(str).to_numpy()
     return picks
+
+
+#: The gap left between tomograms placed side by side, as a fraction of the new one's width.
+SIDE_BY_SIDE_GAP = 0.1
+
+
+def place_beside(origin: Sequence[float], extent: Sequence[float],
+                 others: Sequence[tuple[Sequence[float], Sequence[float]]]
+                 ) -> np.ndarray | None:
+    """A world origin (z, y, x Angstrom) for a tomogram of ``extent`` at ``origin`` that
+    keeps it clear of the ``others`` (origin, extent): beyond the last of them along x, a
+    small gap apart; None when it overlaps none of them already.
+
+    Two tomograms at the same place draw over each other, and so do their picks.
+    """
+    low, size = np.asarray(origin, dtype=float), np.asarray(extent, dtype=float)
+    boxes = [(np.asarray(o, dtype=float), np.asarray(e, dtype=float)) for o, e in others]
+    overlaps = any(np.all(low < o + e) and np.all(o < low + size) for o, e in boxes)
+    if not overlaps:
+        return None
+    moved = low.copy()
+    moved[2] = max(float(o[2] + e[2]) for o, e in boxes) + SIDE_BY_SIDE_GAP * size[2]
+    return moved

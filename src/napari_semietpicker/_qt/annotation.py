@@ -9,6 +9,10 @@ Slices: napari (>= 0.9) draws a point only in slices within the slice thickness,
 makes slices at least one particle radius thick on each side whenever a layer of particles
 appears; picks layers it makes scale each point to the sphere's cross-section in the slice.
 
+Several tomograms and opened picks files (:mod:`.tomogram_layout`): tomograms are kept apart
+and their picks named by tomogram; the role of the selected picks layer (labels, reference,
+predictions) can be changed.
+
 Autosave (:mod:`.autosaver`): each change to a picks layer schedules a save of its
 tomogram's picks one second later, and pending saves are written when a picks layer is
 removed or the viewer window closes.
@@ -51,7 +55,7 @@ from ..classes import (
     save_classes,
 )
 from ..io.picks import empty_picks
-from ..layers import PICKS, REFERENCE, picks_layer_name
+from ..layers import PICKS, REFERENCE, ROLE_HELP, picks_layer_name
 from ..merge import picks_not_near
 from ._layer_tools import (
     add_points_layer,
@@ -70,6 +74,7 @@ from ._layer_tools import (
 from ._widgets import StatusLabel, fit_table_height, scrolled_layout, set_combo_items
 from .autosaver import PicksAutosaver
 from .lifecycle import DockLifecycle
+from .tomogram_layout import LayerRoleRow, TomogramLayout
 
 if TYPE_CHECKING:
     from typing import ClassVar, Protocol
@@ -121,6 +126,9 @@ class AnnotationWidget(QWidget):
         self.lifecycle.connect(layers.events.removed, self._on_layers_changed)
         for layer in layers:
             self._watch(layer)
+        self.tomogram_layout = TomogramLayout(self.viewer, self.lifecycle, self._say)
+        self.role_row = LayerRoleRow(self.viewer, self.lifecycle, self._on_role_changed)
+        self._content.insertWidget(self._content.indexOf(self.status), self.role_row)
         self._fill_table()
         self._refresh_tomograms()
 
@@ -273,7 +281,7 @@ class AnnotationWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(add_button)
         buttons.addWidget(remove_button)
-        layout = scrolled_layout(self)
+        layout = self._content = scrolled_layout(self)
         layout.addLayout(grid)
         layout.addWidget(self.table)
         layout.addLayout(buttons)
@@ -395,6 +403,16 @@ class AnnotationWidget(QWidget):
                 layer.name = picks_layer_name(new, meta.get("role", PICKS))
                 if meta.get("role") == PICKS:
                     self.autosaver.changed(meta.get("tomogram", ""))
+        self.tomogram_layout.update()  # named by tomogram again where several are open
+
+    def _on_role_changed(self, layer: Points, old: str) -> None:
+        """A picks layer became labels, a reference or predictions (the role row)."""
+        meta = layer_meta(layer)
+        if PICKS in (old, meta["role"]):  # labels gained or lost: the autosave follows
+            self._watch(layer)
+            self.autosaver.changed(str(meta["tomogram"]))
+        self._update_counts()
+        self._say(f"{layer.name}: {ROLE_HELP[meta['role']]}.")
 
     def _on_preset_chosen(self, name: str) -> None:
         if name in PRESETS:
