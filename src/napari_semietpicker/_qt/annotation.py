@@ -74,6 +74,7 @@ from ._layer_tools import (
 from ._widgets import StatusLabel, fit_table_height, scrolled_layout, set_combo_items
 from .autosaver import PicksAutosaver
 from .lifecycle import DockLifecycle
+from .ortho_views import OrthoToggle
 from .tomogram_layout import LayerRoleRow, TomogramLayout
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class AnnotationWidget(QWidget):
 
         self.state.events.classes.connect(self._on_classes_changed)
         # closing the dock or its window saves what is pending and disconnects the viewer
-        self.lifecycle = DockLifecycle(self, self.save_now)
+        self.lifecycle = DockLifecycle(self, self._on_close)
         layers = self.viewer.layers
         self.lifecycle.connect(layers.events.inserted, self._on_inserted)
         self.lifecycle.connect(layers.events.removing, self._on_removing)
@@ -128,7 +129,9 @@ class AnnotationWidget(QWidget):
             self._watch(layer)
         self.tomogram_layout = TomogramLayout(self.viewer, self.lifecycle, self._say)
         self.role_row = LayerRoleRow(self.viewer, self.lifecycle, self._on_role_changed)
-        self._content.insertWidget(self._content.indexOf(self.status), self.role_row)
+        self.ortho_toggle = OrthoToggle(self.viewer)
+        for row in (self.role_row, self.ortho_toggle):
+            self._content.insertWidget(self._content.indexOf(self.status), row)
         self._fill_table()
         self._refresh_tomograms()
 
@@ -231,6 +234,10 @@ class AnnotationWidget(QWidget):
             name = layer_meta(layer)["class"]
             result[name] = result.get(name, 0) + len(layer.data)
         return result
+
+    def _on_close(self) -> None:
+        self.ortho_toggle.show_views(False)
+        self.save_now()
 
     def save_now(self) -> None:
         """Write the autosave of every tomogram whose picks changed since the last save."""
