@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from .classes import ParticleClass
 from .io.picks import POSITIVE, picks_from_positions, positions_A
@@ -196,9 +197,8 @@ def picks_from_layer(data: np.ndarray, metadata: dict, features: pd.DataFrame | 
 SIDE_BY_SIDE_GAP = 0.1
 
 
-def place_beside(origin: Sequence[float], extent: Sequence[float],
-                 others: Sequence[tuple[Sequence[float], Sequence[float]]]
-                 ) -> np.ndarray | None:
+def place_beside(origin: ArrayLike, extent: ArrayLike,
+                 others: Sequence[tuple[ArrayLike, ArrayLike]]) -> np.ndarray | None:
     """A world origin (z, y, x Angstrom) for a tomogram of ``extent`` at ``origin`` that
     keeps it clear of the ``others`` (origin, extent): beyond the last of them along x, a
     small gap apart; None when it overlaps none of them already.

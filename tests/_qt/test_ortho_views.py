@@ -28,7 +28,7 @@ def test_orthogonal_views_share_layers_slices_and_picks(make_napari_viewer):
     assert views is not None
     xz, yz = views.models
     assert [la.name for la in xz.layers] == ["t", picks.name] == [la.name for la in yz.layers]
-    assert tuple(xz.dims.displayed) == (0, 2) and tuple(yz.dims.displayed) == (1, 0)
+    assert tuple(xz.dims.displayed) == (0, 2) and tuple(yz.dims.displayed) == (0, 1)
     assert views.copies(viewer.layers["t"])[0].data is volume  # shared, not copied
     for _ in range(10):
         QApplication.processEvents()
@@ -39,6 +39,7 @@ def test_orthogonal_views_share_layers_slices_and_picks(make_napari_viewer):
     assert xz.dims.current_step == (8, 20, 30) == yz.dims.current_step
     xz.dims.current_step = (8, 25, 30)  # moving through y in the xz view moves the main view
     assert viewer.dims.current_step == (8, 25, 30) and yz.dims.current_step[1] == 25
+    assert xz.dims.margin_left == viewer.dims.margin_left  # picks show in thick slices
 
     xz_picks = views.copies(picks)[0]
     xz_picks.add(np.array([[8.0, 25.0, 30.0]]))  # a pick clicked in the xz view...

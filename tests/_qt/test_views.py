@@ -48,3 +48,17 @@ def test_picks_are_shaded_spheres_and_predicted_picks_show_their_score(make_napa
     assert set(np.atleast_1d(picks.text.values)) <= {""}  # hand picks: no text
     predicted.features = pd.DataFrame({"score": [0.5, 0.25]})  # a new threshold, new picks
     assert list(predicted.text.values) == ["0.50", "0.25"]
+
+
+def test_picks_are_filled_balls_in_3d_and_rings_in_2d(make_napari_viewer):
+    from napari_semietpicker._qt.annotation import AnnotationWidget
+
+    viewer = make_napari_viewer()
+    table = picks_from_positions(np.array([[100.0, 100.0, 100.0]]), "t", "red")
+    layer = add_points_layer(viewer, table, RGB[0], "t", PICKS)
+    AnnotationWidget(viewer)
+    assert layer.face_color[0, 3] == 0  # a ring around the particle in a 2D slice
+    viewer.dims.ndisplay = 3
+    np.testing.assert_allclose(layer.face_color[0], [1.0, 0.0, 0.0, 1.0])  # a shaded ball
+    viewer.dims.ndisplay = 2
+    assert layer.face_color[0, 3] == 0

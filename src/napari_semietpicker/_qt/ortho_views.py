@@ -24,11 +24,11 @@ from .lifecycle import DockLifecycle
 if TYPE_CHECKING:
     import napari
 
-#: (title, axis order) of each extra view; the last two axes of an order are drawn:
-#: xz shows z down and x across (x lines up with the xy view), yz shows y down and z across.
-VIEWS = (("xz", (1, 0, 2)), ("yz", (2, 1, 0)))
+#: (title, axis order) of each extra view; the last two axes of an order are drawn, z down
+#: and x (xz) or y (yz) across.
+VIEWS = (("xz", (1, 0, 2)), ("yz", (2, 0, 1)))
 #: The views' height: enough to place picks, leaving the xy canvas most of a laptop screen.
-VIEW_HEIGHT = 240
+VIEW_HEIGHT = 180
 #: Layer properties copied from the main viewer's layers to the views' copies.
 MIRRORED = ("visible", "opacity", "contrast_limits", "scale", "translate", "mode")
 
@@ -62,6 +62,9 @@ class OrthoViews(QWidget):
         self.lifecycle.connect(layers.events.removed, lambda e: self._forget(e.value))
         self.lifecycle.connect(layers.selection.events.active, lambda e: self._select())
         self.lifecycle.connect(viewer.dims.events.current_step, self._on_main_step)
+        # slices as thick as the main view's, so that picks show in the views' slices too
+        self.lifecycle.connect(viewer.dims.events.margin_left, self._on_main_step)
+        self.lifecycle.connect(viewer.dims.events.margin_right, self._on_main_step)
         for model in self.models:
             model.dims.events.current_step.connect(self._on_view_step)
         for layer in layers:
@@ -136,10 +139,14 @@ class OrthoViews(QWidget):
 
     # -- the shared slice --------------------------------------------------------------------
     def _on_main_step(self, event: Any = None) -> None:
-        step = self.viewer.dims.current_step
+        dims = self.viewer.dims
+        step = dims.current_step
         for model in self.models:
-            if model.dims.ndim == len(step) and model.dims.current_step != step:
+            if model.dims.ndim != len(step):
+                continue
+            if model.dims.current_step != step:
                 self._quietly(setattr, model.dims, "current_step", step)
+            model.dims.margin_left, model.dims.margin_right = dims.margin_left, dims.margin_right
 
     def _on_view_step(self, event: Any) -> None:
         if self._syncing:

@@ -4,7 +4,8 @@
 lies is placed beside it (its picks follow, :func:`._layer_tools.align_tomogram_layers`),
 picks layers are named by tomogram once several tomograms are about (``ribosome picks
 [TS_01]``), and picks of a tomogram that is not open are hidden while others are (a CZII
-CSV holds the picks of many tomograms), shown again when it opens.
+CSV holds the picks of many tomograms), shown again when it opens. In the 3D view picks
+are filled balls (shaded spheres), in 2D slices rings.
 
 :class:`LayerRoleRow` shows and changes the role of the selected picks layer: labels to
 train on, a reference to evaluate against, or predictions (shown with their scores).
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 #: The metadata flag of a layer hidden because its tomogram is not open.
 HIDDEN_ABSENT = "hidden_while_tomogram_absent"
+#: The metadata flag of points filled for the 3D view (:func:`fill_in_3d`).
+SOLID = "filled_for_3d"
 #: napari's suffix for a repeated layer name (``ribosome picks [1]``).
 _NAPARI_COPY = re.compile(r" \[\d+\]$")
 
@@ -60,6 +63,7 @@ class TomogramLayout:
         self._say = say
         lifecycle.connect(viewer.layers.events.inserted, self._on_inserted)
         lifecycle.connect(viewer.layers.events.removed, lambda event: self.update())
+        lifecycle.connect(viewer.dims.events.ndisplay, lambda event: self.update())
         self.update()
 
     def _on_inserted(self, event: Any) -> None:  # a napari event (dynamic fields)
@@ -87,8 +91,10 @@ class TomogramLayout:
         open_names = {tomogram_name(i) for i in tomogram_images(self.viewer)}
         ours = [layer for layer in self.viewer.layers if is_role_layer(layer)]
         tomograms = open_names | {str(layer_meta(layer)["tomogram"]) for layer in ours}
+        solid = self.viewer.dims.ndisplay == 3
         for layer in ours:
             self._name(layer, by_tomogram=len(tomograms) > 1)
+            fill_in_3d(layer, solid)
             meta = layer_meta(layer)
             if open_names and meta["tomogram"] not in open_names:
                 if layer.visible:
@@ -109,6 +115,19 @@ class TomogramLayout:
         wanted = picks_layer_name(cls, role, tomogram if by_tomogram else None)
         if layer.name != wanted:
             layer.name = wanted
+
+
+def fill_in_3d(layer: Points, solid: bool) -> None:
+    """Fill the points with their border colour in the 3D view, where the rings drawn in
+    2D slices are hard to read and spherical shading needs a face; hollow again in 2D."""
+    meta = layer_meta(layer)
+    if bool(meta.get(SOLID)) == solid:
+        return
+    meta[SOLID] = solid
+    color = str(meta.get("color", "white"))
+    layer.current_face_color = color if solid else "transparent"
+    if len(layer.data):
+        layer.face_color = layer.border_color if solid else "transparent"
 
 
 def set_role(layer: Points, role: str) -> None:

@@ -97,8 +97,9 @@ def star_tomograms(path: str | Path) -> tuple[dict[str, Shape], dict[str, float]
     if np.any(sizes <= 0):
         raise ValueError(f"{path}: the {TOMOGRAMS_BLOCK} block has a size that is not positive")
     names = block[TOMO_NAME].astype(str)
-    shapes = {n: tuple(int(round(v)) for v in row[2::-1]) for n, row in zip(names, sizes)}
-    return shapes, {n: float(row[3]) for n, row in zip(names, sizes)}  # type: ignore[misc]
+    shapes: dict[str, Shape] = {n: (int(round(z)), int(round(y)), int(round(x)))
+                                for n, (x, y, z) in zip(names, sizes[:, :3])}
+    return shapes, {n: float(row[3]) for n, row in zip(names, sizes)}
 
 
 def star_version(path: str | Path) -> Literal["relion4", "relion5"]:
@@ -205,8 +206,9 @@ def write_star(df: pd.DataFrame, path: str | Path, *,
         out[SCORE_COLUMN] = df["score"].to_numpy(dtype=float)
     blocks = {"particles": out}
     if version == "relion5":
-        blocks[TOMOGRAMS_BLOCK] = _tomograms_block(pd.unique(df["experiment"]), shape,
-                                                   voxel_size, path)  # type: ignore[arg-type]
+        assert shape is not None and voxel_size is not None  # checked above
+        blocks[TOMOGRAMS_BLOCK] = _tomograms_block(
+            [str(n) for n in pd.unique(df["experiment"])], shape, voxel_size, path)
     with atomic_path(path, keep_previous=keep_previous) as tmp:
         _starfile().write(blocks, tmp, float_format="%.6f")
 
