@@ -32,7 +32,7 @@ ROLES = (PICKS, REFERENCE, PREDICTED)
 ROLE_HELP = {PICKS: "labels to train on", REFERENCE: "reference to evaluate against",
              PREDICTED: "predictions (shown with their scores)"}
 #: Words in a picks file's name that mark it as a reference (known answers).
-REFERENCE_WORDS = ("reference", "ground_truth", "groundtruth", "truth", "gt", "solution")
+REFERENCE_WORDS = ("reference", "groundtruth", "truth", "gt", "solution")
 
 
 def picks_layer_name(class_name: str, role: str = PICKS, tomogram: str | None = None) -> str:
@@ -51,9 +51,8 @@ def infer_role(picks: pd.DataFrame, path: str | Path) -> str:
     """
     if "score" in picks and len(picks) and not np.allclose(picks["score"].to_numpy(float), 1.0):
         return PREDICTED
-    words = set(re.split(r"[^a-z0-9]+", str(Path(path)).lower()))
-    words |= {w.replace("_", "") for w in words}
-    if words & set(REFERENCE_WORDS) or "ground_truth" in str(path).lower():
+    words = set(re.split(r"[^a-z0-9]+", str(Path(path)).lower()))  # "_" splits words too
+    if words & set(REFERENCE_WORDS):
         return REFERENCE
     return PICKS
 
