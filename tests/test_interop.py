@@ -221,7 +221,10 @@ def test_star_conventions_by_hand_and_against_copick(tmp_path):
     picks = picks_from_positions(np.array([[39 * VOXEL, 0.0, 10 * VOXEL]]), "TS_1", "ribosome")
     write_star(picks, tmp_path / "r4.star", version="relion4", voxel_size=VOXEL)
     write_star(picks, tmp_path / "r5.star", version="relion5", voxel_size=VOXEL, shape=SHAPE)
-    r4, r5 = starfile.read(tmp_path / "r4.star"), starfile.read(tmp_path / "r5.star")
+    r4, blocks = starfile.read(tmp_path / "r4.star"), starfile.read(tmp_path / "r5.star")
+    r5 = blocks["particles"]  # RELION 5 files hold several blocks; ours the tomogram sizes too
+    assert blocks["tomograms"][["rlnTomoSizeX", "rlnTomoSizeY", "rlnTomoSizeZ"]].iloc[0] \
+        .tolist() == list(SHAPE[::-1])
     assert list(r4[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].iloc[0]) == \
         pytest.approx([10.0, 0.0, 39.0])
     centred = r5[["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
@@ -263,6 +266,10 @@ def test_missing_requirements_name_the_file_and_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match=r"p\.coords: .*voxel_size"):
         write_picks(picks, tmp_path / "p.coords")
     write_picks(picks, tmp_path / "p.star", voxel_size=VOXEL, shape_by_experiment=SHAPE)
+    same_positions(picks.drop(columns="score", errors="ignore"),
+                   read_picks(tmp_path / "p.star"))  # ours carries the tomogram sizes
+    particles_only = starfile.read(tmp_path / "p.star")["particles"]  # as RELION's own
+    starfile.write(particles_only, tmp_path / "p.star", overwrite=True)
     with pytest.raises(ValueError, match=r"p\.star: RELION 5 centred coordinates need"):
         read_picks(tmp_path / "p.star")
     with pytest.raises(ValueError, match=r"p\.star: no tomogram shape for 'TS_1'"):

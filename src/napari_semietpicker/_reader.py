@@ -25,7 +25,7 @@ from .io.picks import REQUIRED_COLUMNS
 from .io.star import CLASS_COLUMN, TOMO_NAME, read_star_table
 from .io.tomogram import MRC_SUFFIXES, Tomogram, tomogram_name
 from .io.zarr_io import is_zarr_path
-from .layers import META, PICKS, image_layer, picks_layers
+from .layers import META, image_layer, infer_role, picks_layer_name, picks_layers
 
 LayerDataTuple = tuple[Any, dict, str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerDataTuple]]
@@ -63,23 +63,28 @@ def read_layers(path: str | Sequence[str]) -> list[LayerDataTuple]:
 
 
 def picks_file_layers(path: str | Path) -> list[LayerDataTuple]:
-    """Points layers (one per class and tomogram) for the picks in ``path``."""
+    """Points layers (one per class and tomogram) for the picks in ``path``, in the role
+    :func:`..layers.infer_role` gives the file (the classes dock changes it); each layer
+    records the file it came from (metadata ``file``)."""
     path = Path(path)
     df = read_picks_with_context(path)
     if df.empty:
         raise ValueError(f"{path}: the file holds no picks")
     classes = classes_for_names(pd.unique(df["particle_type"]))
     experiments = list(pd.unique(df["experiment"]))
+    role = infer_role(df, path)
     layers = []
     for experiment in experiments:
         tomogram = _sibling_tomogram(path.parent, experiment)
-        own = picks_layers(df, classes, experiment, role=PICKS, include_empty=False,
+        own = picks_layers(df, classes, experiment, role=role, include_empty=False,
                            voxel_size=tomogram.voxel_size if tomogram is not None else 1.0)
         if tomogram is not None:
             add_tomogram_info(own, tomogram)
-        if len(experiments) > 1:  # several tomograms in one file: keep layer names apart
-            for _, attrs, _ in own:
-                attrs["name"] = f"{attrs['name']} [{experiment}]"
+        for _, attrs, _ in own:
+            attrs["metadata"][META]["file"] = str(path)
+            if len(experiments) > 1:  # several tomograms in one file: keep layer names apart
+                attrs["name"] = picks_layer_name(attrs["metadata"][META]["class"], role,
+                                                 experiment)
         layers += own
     return layers
 

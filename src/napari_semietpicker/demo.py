@@ -15,6 +15,7 @@ from pathlib import Path
 DEMO_SHAPE = (64, 192, 192)
 #: Three times the CZII particle density: about 30 particles per demo tomogram.
 DEMO_DENSITY = 3.0
+DEMO_CROP = 64
 
 
 def has_display() -> bool:
@@ -36,6 +37,7 @@ def run_demo(out: Path, headless: bool = False, steps: int = 300) -> int:
 
 
 def run_headless(out: Path, steps: int) -> int:
+    """The headless demo; it first times a training step and says how long it will take."""
     from .checkpoint import load_model
     from .classes import load_classes
     from .data import prepare_volume
@@ -44,20 +46,26 @@ def run_headless(out: Path, steps: int) -> int:
     from .metrics import chance_level, evaluate
     from .predict import pick_tomogram
     from .simulate import simulate_dataset
-    from .train import TrainConfig, Trainer
+    from .train import TrainConfig, Trainer, measure_step_seconds, training_seconds
 
     classes = load_classes("czii")
     start = time.perf_counter()
+    config = TrainConfig(steps=steps, cotrain_steps=steps // 3, crop=DEMO_CROP, preset="light",
+                         ema_alpha=0.01, checkpoint_every=max(50, steps // 4))
+    step_s = measure_step_seconds(config.preset, config.crop, config.batch_size, len(classes))
+    eta = training_seconds(step_s, config.steps, config.cotrain_steps)
+    print(f"this takes about {eta:.0f} s here: {config.steps} training and "
+          f"{config.cotrain_steps} co-training steps at {step_s:.2f} s per step (a step "
+          "timed just now), then simulating and picking, a few seconds each", flush=True)
+    simulating = time.perf_counter()
     picks = simulate_dataset(out / "data", n=3, shape=DEMO_SHAPE, seed=0, classes=classes,
                              density=DEMO_DENSITY)
     paths = sorted((out / "data" / "tomograms").glob("*.mrc"))
     tomograms = [read_tomogram(p) for p in paths]
     print(f"simulated {len(tomograms)} tomograms {DEMO_SHAPE} with {len(picks)} picks "
-          f"in {time.perf_counter() - start:.0f} s")
+          f"in {time.perf_counter() - simulating:.0f} s")
     labelled = [prepare_volume(t, picks, classes) for t in tomograms[:2]]
     unlabelled = [prepare_volume(tomograms[2])]
-    config = TrainConfig(steps=steps, cotrain_steps=steps // 3, crop=64, preset="light",
-                         ema_alpha=0.01, checkpoint_every=max(50, steps // 4))
     trainer = Trainer(config, classes, labelled, out / "model", unlabelled)
 
     def report(p) -> None:

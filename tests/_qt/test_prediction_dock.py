@@ -74,7 +74,7 @@ def test_predict_adds_heatmaps_and_scored_points(predicted, blob_viewer, qtbot):
     for heat in heatmaps:  # stride-2 grid: index i sits at input voxel 2i + 0.5
         assert heat.data.shape == (32, 48, 48)
         assert tuple(heat.scale) == (20.0,) * 3 and tuple(heat.translate) == (5.0,) * 3
-        assert heat.blending == "additive" and heat.colormap.colors[0][3] == 0
+        assert heat.blending == "translucent" and heat.colormap.colors[0][3] == 0
     points = layers_of(blob_viewer, Points, PREDICTED)
     assert [p.metadata[META]["class"] for p in points] == ["big", "small"]
     cache = dock.current.cache

@@ -283,3 +283,27 @@ def test_opened_tomograms_get_percentile_contrast(tmp_path: Path) -> None:
     [(_, attrs, _)] = layer_tuples(path)
     low, high = attrs["contrast_limits"]
     assert -4 < low < -2 and 2 < high < 4  # about the 0.5 and 99.5 % of a unit normal
+
+
+def test_sample_picks_saved_as_star_from_the_viewer_reopen_at_the_same_place(
+        make_napari_viewer, tmp_path: Path) -> None:
+    """The in-memory sample has no tomogram file to stand beside a RELION 5 STAR: the file
+    carries each tomogram's size and pixel size itself, and reopens (it raised)."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-semietpicker", "simulated")
+    references = [layer for layer in viewer.layers if layer._type_string == "points"]
+    viewer.layers.selection = set(references)
+    path = tmp_path / "sample.star"
+    assert viewer.layers.save(str(path), selected=True, plugin="napari-semietpicker")
+    saved = pd.concat([picks_from_layer(la.data, la.metadata, scale=la.scale)
+                       for la in references], ignore_index=True)
+    reader = napari_get_reader(str(path))
+    assert reader is not None
+    back = pd.concat([picks_from_layer(data, attrs["metadata"], scale=attrs["scale"])
+                      for data, attrs, _ in reader(str(path))], ignore_index=True)
+    key = ["particle_type", "x", "y", "z"]
+    expected = saved.sort_values(key).reset_index(drop=True)
+    got = back.sort_values(key).reset_index(drop=True)
+    assert list(got["particle_type"]) == list(expected["particle_type"])
+    np.testing.assert_allclose(got[["x", "y", "z"]], expected[["x", "y", "z"]], atol=1e-3)
+    assert set(got["experiment"]) == {"sim_sample"}

@@ -21,7 +21,15 @@ from ..checkpoint import ModelCard
 from ..classes import ParticleClass
 from ..geometry import Grid, same_voxel_size
 from ..io.tomogram import Tomogram
-from ..layers import META, PICKS, picks_from_layer, points_layer
+from ..layers import (
+    META,
+    PICKS,
+    PREDICTED,
+    heatmap_colormap,
+    heatmap_controls,
+    picks_from_layer,
+    points_layer,
+)
 
 HEATMAP = "heatmap"  # the role of a predicted heatmap (an Image layer per class)
 
@@ -55,11 +63,19 @@ def tomogram_images(viewer: napari.Viewer) -> list[Image]:
             if isinstance(layer, Image) and layer.ndim == 3 and "role" not in layer_meta(layer)]
 
 
+def has_role(layer: object, tomogram: str, role: str) -> bool:
+    """Whether a layer is one of ours for this tomogram and role. Predictions opened from a
+    file (``file`` in the metadata) are not the prediction dock's: it neither overwrites,
+    exports nor evaluates them as its model's."""
+    meta = layer_meta(layer)
+    return meta.get("tomogram") == tomogram and meta.get("role") == role \
+        and not (role == PREDICTED and "file" in meta)
+
+
 def role_layers(viewer: napari.Viewer, tomogram: str, role: str) -> list[Points]:
     """Points layers of one tomogram and role (picks, predicted, reference), in layer order."""
-    return [layer for layer in viewer.layers
-            if isinstance(layer, Points) and layer_meta(layer).get("role") == role
-            and layer_meta(layer).get("tomogram") == tomogram and "class" in layer_meta(layer)]
+    return [layer for layer in viewer.layers if isinstance(layer, Points)
+            and has_role(layer, tomogram, role) and "class" in layer_meta(layer)]
 
 
 def tomogram_image(viewer: napari.Viewer, tomogram: str) -> Image | None:
@@ -72,8 +88,7 @@ def find_layer(viewer: napari.Viewer, kind: type, tomogram: str, role: str,
                class_name: str | None) -> Layer | None:
     """The first layer of this type, tomogram, role and class (None: a layer with no class)."""
     return next((layer for layer in viewer.layers if isinstance(layer, kind)
-                 and layer_meta(layer).get("tomogram") == tomogram
-                 and layer_meta(layer).get("role") == role
+                 and has_role(layer, tomogram, role)
                  and layer_meta(layer).get("class") == class_name), None)
 
 
@@ -122,10 +137,12 @@ def layer_picks(layer: Points, origin: np.ndarray, experiment: str) -> pd.DataFr
 
 
 def align_to_tomogram(viewer: napari.Viewer, layer: Layer) -> None:
-    """Give one of our Points layers its tomogram's scale and translate, points unmoved.
+    """Give one of our Points layers its tomogram's scale and translate, each point kept
+    where it is in the tomogram (``data * scale`` Angstrom from the corner).
 
     All layers of a tomogram share its frame, so that napari's sliders step one voxel
-    (a picks file opened without its tomogram beside it comes in Angstrom, at scale 1).
+    (a picks file opened without its tomogram beside it comes in Angstrom, at scale 1),
+    and the picks follow a tomogram that is moved (placed beside another one).
     """
     if not isinstance(layer, Points) or "tomogram" not in layer_meta(layer):
         return
@@ -136,11 +153,11 @@ def align_to_tomogram(viewer: napari.Viewer, layer: Layer) -> None:
     old_scale = np.asarray(layer.scale[-3:])
     if np.allclose(old_scale, scale) and np.allclose(layer.translate[-3:], translate):
         return
-    world = world_points(layer)
+    in_tomogram = np.asarray(layer.data, dtype=float).reshape(-1, 3) * old_scale
     factor = old_scale[-1] / scale[-1]
     sizes, current = layer.size * factor, layer.current_size * factor
     layer.scale, layer.translate = tuple(scale), tuple(translate)
-    layer.data = to_layer_data(layer, world)
+    layer.data = in_tomogram / scale
     layer.size, layer.current_size = sizes, current
 
 
@@ -210,7 +227,8 @@ def add_points_layer(viewer: napari.Viewer, table: pd.DataFrame, cls: ParticleCl
 def show_heatmap(viewer: napari.Viewer, card: ModelCard, index: int, tomogram: str,
                  origin: np.ndarray, heat: np.ndarray, grid: Grid) -> None:
     """Show one class's predicted heatmap (``card.classes[index]``) as an Image layer in the
-    class colour, added or updated in place, where it lies: on ``grid``, the model's output
+    class colour (:func:`..layers.heatmap_colormap`: overlaps do not sum to white), added or
+    updated in place, where it lies: on ``grid``, the model's output
     grid in the tomogram's frame (``PeakCache.heatmap_grid``), placed from ``origin``."""
     cls = card.classes[index]
     scale = (grid.voxel_size,) * 3
@@ -221,7 +239,8 @@ def show_heatmap(viewer: napari.Viewer, card: ModelCard, index: int, tomogram: s
         return
     rgb = transform_color(cls.color)[0][:3]
     viewer.add_image(
-        heat, name=f"{cls.name} heatmap", blending="additive",
-        colormap=Colormap([[*rgb, 0.0], [*rgb, 1.0]], name=f"semietpicker {cls.name}"),
+        heat, name=f"{cls.name} heatmap", blending="translucent",
+        colormap=Colormap(heatmap_colormap(rgb), controls=heatmap_controls(),
+                          name=f"semietpicker {cls.name}"),
         contrast_limits=(0.0, 1.0), scale=scale, translate=translate, units="angstrom",
         metadata={META: {"class": cls.name, "tomogram": tomogram, "role": HEATMAP}})

@@ -9,6 +9,10 @@ Slices: napari (>= 0.9) draws a point only in slices within the slice thickness,
 makes slices at least one particle radius thick on each side whenever a layer of particles
 appears; picks layers it makes scale each point to the sphere's cross-section in the slice.
 
+Several tomograms and opened picks files (:mod:`.tomogram_layout`): tomograms are kept apart
+and their picks named by tomogram; the role of the selected picks layer (labels, reference,
+predictions) can be changed.
+
 Autosave (:mod:`.autosaver`): each change to a picks layer schedules a save of its
 tomogram's picks one second later, and pending saves are written when a picks layer is
 removed or the viewer window closes.
@@ -51,7 +55,7 @@ from ..classes import (
     save_classes,
 )
 from ..io.picks import empty_picks
-from ..layers import PICKS, REFERENCE, picks_layer_name
+from ..layers import PICKS, REFERENCE, ROLE_HELP, picks_layer_name
 from ..merge import picks_not_near
 from ._layer_tools import (
     add_points_layer,
@@ -70,6 +74,8 @@ from ._layer_tools import (
 from ._widgets import StatusLabel, fit_table_height, scrolled_layout, set_combo_items
 from .autosaver import PicksAutosaver
 from .lifecycle import DockLifecycle
+from .ortho_views import OrthoToggle
+from .tomogram_layout import LayerRoleRow, TomogramLayout
 
 if TYPE_CHECKING:
     from typing import ClassVar, Protocol
@@ -114,13 +120,18 @@ class AnnotationWidget(QWidget):
 
         self.state.events.classes.connect(self._on_classes_changed)
         # closing the dock or its window saves what is pending and disconnects the viewer
-        self.lifecycle = DockLifecycle(self, self.save_now)
+        self.lifecycle = DockLifecycle(self, self._on_close)
         layers = self.viewer.layers
         self.lifecycle.connect(layers.events.inserted, self._on_inserted)
         self.lifecycle.connect(layers.events.removing, self._on_removing)
         self.lifecycle.connect(layers.events.removed, self._on_layers_changed)
         for layer in layers:
             self._watch(layer)
+        self.tomogram_layout = TomogramLayout(self.viewer, self.lifecycle, self._say)
+        self.role_row = LayerRoleRow(self.viewer, self.lifecycle, self._on_role_changed)
+        self.ortho_toggle = OrthoToggle(self.viewer)
+        for row in (self.role_row, self.ortho_toggle):
+            self._content.insertWidget(self._content.indexOf(self.status), row)
         self._fill_table()
         self._refresh_tomograms()
 
@@ -224,6 +235,10 @@ class AnnotationWidget(QWidget):
             result[name] = result.get(name, 0) + len(layer.data)
         return result
 
+    def _on_close(self) -> None:
+        self.ortho_toggle.show_views(False)
+        self.save_now()
+
     def save_now(self) -> None:
         """Write the autosave of every tomogram whose picks changed since the last save."""
         self.autosaver.save_now()
@@ -273,7 +288,7 @@ class AnnotationWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(add_button)
         buttons.addWidget(remove_button)
-        layout = scrolled_layout(self)
+        layout = self._content = scrolled_layout(self)
         layout.addLayout(grid)
         layout.addWidget(self.table)
         layout.addLayout(buttons)
@@ -395,6 +410,16 @@ class AnnotationWidget(QWidget):
                 layer.name = picks_layer_name(new, meta.get("role", PICKS))
                 if meta.get("role") == PICKS:
                     self.autosaver.changed(meta.get("tomogram", ""))
+        self.tomogram_layout.update()  # named by tomogram again where several are open
+
+    def _on_role_changed(self, layer: Points, old: str) -> None:
+        """A picks layer became labels, a reference or predictions (the role row)."""
+        meta = layer_meta(layer)
+        if PICKS in (old, meta["role"]):  # labels gained or lost: the autosave follows
+            self._watch(layer)
+            self.autosaver.changed(str(meta["tomogram"]))
+        self._update_counts()
+        self._say(f"{layer.name}: {ROLE_HELP[meta['role']]}.")
 
     def _on_preset_chosen(self, name: str) -> None:
         if name in PRESETS:

@@ -8,7 +8,6 @@ written into a new folder).
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,9 +22,7 @@ from ..data import prepare_volume
 from ..geometry import same_voxel_size
 from ..io.formats import read_any_tomogram
 from ..io.tomogram import Tomogram, bin_tomogram
-from ..losses import reweighted_mse
-from ..model import ModelConfig, build_model
-from ..train import TrainConfig, Trainer, TrainProgress, TrainResult, resolve_device
+from ..train import TrainConfig, Trainer, TrainProgress, TrainResult
 
 
 @dataclass
@@ -141,28 +138,3 @@ def available_devices() -> list[str]:
 def has_accelerator() -> bool:
     """Whether ``auto`` trains on a GPU (CUDA or Apple MPS) rather than the CPU."""
     return len(available_devices()) > 2
-
-
-def measure_step_seconds(preset: str, crop: int, batch_size: int, n_classes: int,
-                         device_name: str, should_stop: Callable[[], bool]) -> float:
-    """Seconds one training step (forward, loss, backward, update) takes here: the time of
-    a second step on random crops, after a first one that warms up (for an ETA before
-    Start; the real loop adds data sampling and augmentation, a few percent)."""
-    device = resolve_device(device_name)
-    model = build_model(ModelConfig(n_classes=n_classes, preset=preset)).to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(batch_size, 1, crop, crop, crop, device=device)
-    took = 0.0
-    for _ in range(2):
-        if should_stop():
-            break
-        start = time.perf_counter()
-        out = model(x)
-        loss = reweighted_mse(out, torch.rand_like(out))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        took = time.perf_counter() - start
-    return took

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 from ..checkpoint import CONFIG, WEIGHTS, load_card, model_exists
 from ..layers import PICKS
 from ..model import PRESETS
-from ..train import TrainConfig, TrainProgress, TrainResult
+from ..train import TrainConfig, TrainProgress, TrainResult, measure_step_seconds, training_seconds
 from ._layer_tools import (
     classes_of_layers,
     image_tomogram,
@@ -60,7 +60,6 @@ from .train_job import (
     copy_model,
     fine_tune_folder,
     has_accelerator,
-    measure_step_seconds,
     prepare_fine_tune,
     prepare_resume,
     run_job,
@@ -253,8 +252,7 @@ class TrainingWidget(QWidget):
         if seconds is None or self.running:
             return
         steps = self.burnin_spin.value() + self.cotrain_spin.value()
-        # a co-training step also runs the teacher on four views: about twice the cost
-        total = seconds * (self.burnin_spin.value() + 2 * self.cotrain_spin.value())
+        total = training_seconds(seconds, self.burnin_spin.value(), self.cotrain_spin.value())
         self.eta_label.say(f"ETA about {format_duration(total)} for {steps} steps here "
                            f"({seconds:.2f} s per step, {self.device_combo.currentText()})")
 

@@ -35,6 +35,11 @@ CENTERED_COLUMNS = (
     "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst",
 )
 STAR_VERSIONS = ("relion4", "relion5")
+#: The block of a RELION 5 picks file written here that holds each tomogram's size and pixel
+#: size (RELION 5's tomograms.star labels), so that the file reopens on its own.
+TOMOGRAMS_BLOCK = "tomograms"
+SIZE_COLUMNS = ("rlnTomoSizeX", "rlnTomoSizeY", "rlnTomoSizeZ")
+PIXEL_SIZE_COLUMN = "rlnTomoTiltSeriesPixelSize"
 
 Shape = tuple[int, int, int]
 #: A (z, y, x) shape for every tomogram, or one per tomogram name.
@@ -76,6 +81,27 @@ def read_star_table(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None
     return particles, tables.get("optics")
 
 
+def star_tomograms(path: str | Path) -> tuple[dict[str, Shape], dict[str, float]]:
+    """Each tomogram's (z, y, x) shape and voxel size from the file's ``tomograms`` block
+    (written by :func:`write_star` for RELION 5), or empty dicts when it has none."""
+    path = Path(path)
+    try:
+        blocks = _starfile().read(path, always_dict=True, parse_as_string=[TOMO_NAME])
+    except Exception as err:  # starfile raises assorted parser errors
+        raise ValueError(f"{path}: not a readable STAR file ({err})") from err
+    block = blocks.get(TOMOGRAMS_BLOCK)
+    needed = {TOMO_NAME, *SIZE_COLUMNS, PIXEL_SIZE_COLUMN}
+    if not isinstance(block, pd.DataFrame) or not needed <= set(block.columns):
+        return {}, {}
+    sizes = _numbers(block, (*SIZE_COLUMNS, PIXEL_SIZE_COLUMN), path)
+    if np.any(sizes <= 0):
+        raise ValueError(f"{path}: the {TOMOGRAMS_BLOCK} block has a size that is not positive")
+    names = block[TOMO_NAME].astype(str)
+    shapes: dict[str, Shape] = {n: (int(round(z)), int(round(y)), int(round(x)))
+                                for n, (x, y, z) in zip(names, sizes[:, :3])}
+    return shapes, {n: float(row[3]) for n, row in zip(names, sizes)}
+
+
 def star_version(path: str | Path) -> Literal["relion4", "relion5"]:
     """``"relion5"`` if the file has centred Angstrom coordinates, else ``"relion4"``."""
     particles, _ = read_star_table(path)
@@ -87,7 +113,8 @@ def read_star(path: str | Path, *, voxel_size: VoxelSizeSpec | None = None,
               particle_type: str | None = None, tomogram_name: str | None = None) -> pd.DataFrame:
     """Read RELION 4 or 5 picks into a picks table (Angstrom from the corner).
 
-    RELION 5 centred coordinates need ``shape`` and ``voxel_size`` (see the module notes);
+    RELION 5 centred coordinates need ``shape`` and ``voxel_size`` (see the module notes),
+    taken from the file's ``tomograms`` block when not given (:func:`star_tomograms`);
     without a shape, a file that also has pixel coordinates is read as RELION 4. RELION 4
     needs the coordinates' pixel size: ``voxel_size``, else the optics block's
     ``rlnTomoTiltSeriesPixelSize``. Rows without ``rlnTomoName`` get ``tomogram_name``
@@ -111,6 +138,11 @@ def read_star(path: str | Path, *, voxel_size: VoxelSizeSpec | None = None,
         )
     centered = set(CENTERED_COLUMNS) <= set(particles.columns)
     pixels = set(PIXEL_COLUMNS) <= set(particles.columns)
+    if centered and (shape is None or voxel_size is None):
+        own_shapes, own_sizes = star_tomograms(path)
+        if own_shapes and set(names) <= set(own_shapes):  # the file knows its tomograms
+            shape = own_shapes if shape is None else shape
+            voxel_size = own_sizes if voxel_size is None else voxel_size
     if centered and (shape is not None or not pixels):
         if shape is None or voxel_size is None:
             raise ValueError(
@@ -142,7 +174,8 @@ def write_star(df: pd.DataFrame, path: str | Path, *,
     """Write picks as a RELION 4 or 5 particles STAR file, atomically.
 
     RELION 4 writes pixel coordinates at ``voxel_size``; RELION 5 writes centred Angstrom
-    and needs ``shape`` and ``voxel_size`` (each one for all tomograms or one per name).
+    and needs ``shape`` and ``voxel_size`` (each one for all tomograms or one per name),
+    which it also writes in a ``tomograms`` block, so that the file reopens on its own.
     """
     path = Path(path)
     df = validate_picks(df, source=str(path))
@@ -171,8 +204,26 @@ def write_star(df: pd.DataFrame, path: str | Path, *,
     out[CLASS_COLUMN] = df["particle_type"].to_numpy(dtype=object)
     if "score" in df:
         out[SCORE_COLUMN] = df["score"].to_numpy(dtype=float)
+    blocks = {"particles": out}
+    if version == "relion5":
+        assert shape is not None and voxel_size is not None  # checked above
+        blocks[TOMOGRAMS_BLOCK] = _tomograms_block(
+            [str(n) for n in pd.unique(df["experiment"])], shape, voxel_size, path)
     with atomic_path(path, keep_previous=keep_previous) as tmp:
-        _starfile().write({"particles": out}, tmp, float_format="%.6f")
+        _starfile().write(blocks, tmp, float_format="%.6f")
+
+
+def _tomograms_block(names: Sequence[str], shape: ShapeSpec, voxel_size: VoxelSizeSpec,
+                     path: Path) -> pd.DataFrame:
+    """RELION 5 tomogram sizes (x, y, z voxels) and pixel sizes, one row per tomogram."""
+    rows = []
+    for name in names:
+        z, y, x = _per_tomogram(shape, name, "shape", path)
+        rows.append({TOMO_NAME: str(name), SIZE_COLUMNS[0]: int(x), SIZE_COLUMNS[1]: int(y),
+                     SIZE_COLUMNS[2]: int(z),
+                     PIXEL_SIZE_COLUMN: float(_per_tomogram(voxel_size, name, "voxel size",
+                                                            path))})
+    return pd.DataFrame(rows, columns=[TOMO_NAME, *SIZE_COLUMNS, PIXEL_SIZE_COLUMN])
 
 
 def read_coords(path: str | Path, *, voxel_size: VoxelSizeSpec | None, particle_type: str | None,
