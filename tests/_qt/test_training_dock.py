@@ -15,8 +15,9 @@ from qtpy.QtWidgets import QFileDialog
 from napari_semietpicker._qt._layer_tools import classes_of_layers
 from napari_semietpicker._qt._widgets import LatenessProbe
 from napari_semietpicker._qt.training import TrainingWidget
+from napari_semietpicker._qt.training_sets import checked_keys
 from napari_semietpicker.checkpoint import CONFIG, load_card, load_model
-from napari_semietpicker.classes import PRESETS as CLASS_PRESETS
+from napari_semietpicker.classes import CLASS_PRESETS
 from napari_semietpicker.io.picks import empty_picks
 from napari_semietpicker.layers import META, PICKS, image_layer, picks_layers, points_layer
 
@@ -41,7 +42,7 @@ def test_lists_labelled_tomograms_and_their_classes(blob_viewer):
     texts = [dock.labelled_list.item(i).text() for i in range(dock.labelled_list.count())]
     assert texts[0] == "blob_0: 10 picks (big 5, small 5)"
     assert texts[2] == "blob_2: no picks layers"
-    assert dock._checked(dock.labelled_list) == {"blob_0", "blob_1"}
+    assert checked_keys(dock.labelled_list) == {"blob_0", "blob_1"}
     assert dock.classes_label.text() == "Classes: big (60 Å), small (40 Å)"
     # Clicking a point into a picks layer updates the counts.
     layer = next(la for la in blob_viewer.layers
@@ -105,7 +106,7 @@ def test_tiny_run_with_cotraining_writes_and_announces_a_model(blob_viewer, qtbo
 def test_stop_returns_quickly_and_keeps_a_loadable_model(blob_viewer, qtbot, tmp_path):
     dock = make_dock(blob_viewer, tmp_path / "model", burn_in=10_000)
     steps = []
-    dock._relay.progress.connect(lambda report: steps.append(time.perf_counter()))
+    dock.progressed.connect(lambda report: steps.append(time.perf_counter()))
     dock.start()
     qtbot.waitUntil(lambda: len(steps) >= 3, timeout=60_000)
     asked = time.perf_counter()
@@ -204,7 +205,7 @@ def test_closing_napari_while_training_stops_and_keeps_the_model(tmp_path):
 def test_closing_the_viewer_mid_run_waits_for_the_model(blob_viewer, qtbot, tmp_path):
     dock = make_dock(blob_viewer, tmp_path / "model", burn_in=100_000)
     steps = []
-    dock._relay.progress.connect(steps.append)
+    dock.progressed.connect(steps.append)
     dock.start()
     job = dock._worker
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60_000)
@@ -237,7 +238,7 @@ def test_removed_docks_disconnect_and_stop_their_run(blob_viewer, qtbot, tmp_pat
     training.device_combo.setCurrentText("cpu")
     training.folder_edit.setText(str(tmp_path / "model"))
     steps = []
-    training._relay.progress.connect(steps.append)
+    training.progressed.connect(steps.append)
     assert training.start()
     job = training._worker
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60_000)
@@ -271,15 +272,15 @@ def test_a_tomogram_gaining_picks_is_ticked_as_labelled(make_napari_viewer, blob
     tomogram = blob_set["tomograms"][0]
     viewer.add_layer(Layer.create(*image_layer(tomogram)))
     dock = TrainingWidget(viewer)
-    assert dock._checked(dock.labelled_list) == set()
+    assert checked_keys(dock.labelled_list) == set()
     [layer] = [viewer.add_layer(Layer.create(*item)) for item in
                picks_layers(empty_picks(), blob_set["classes"][:1], tomogram.name)]
-    assert dock._checked(dock.labelled_list) == set()  # no picks yet
+    assert checked_keys(dock.labelled_list) == set()  # no picks yet
     layer.add([[30.0, 40.0, 40.0]])
-    assert dock._checked(dock.labelled_list) == {"blob_0"}
+    assert checked_keys(dock.labelled_list) == {"blob_0"}
     dock.set_checked([])  # the user's untick stays while picks are added
     layer.add([[20.0, 40.0, 40.0]])
-    assert dock._checked(dock.labelled_list) == set()
+    assert checked_keys(dock.labelled_list) == set()
 
 
 def test_cpu_defaults_eta_and_cotraining_follow_the_machine_and_the_ticks(blob_viewer, qtbot,

@@ -33,9 +33,10 @@ from qtpy.QtWidgets import (
 )
 
 from ..checkpoint import CONFIG, WEIGHTS, load_card, model_exists
+from ..compute import available_devices, has_accelerator
 from ..layers import PICKS
-from ..model import PRESETS
-from ..train import TrainConfig, TrainProgress, TrainResult
+from ..model import NETWORK_PRESETS
+from ..train import TrainConfig, TrainProgress, TrainResult, measure_step_seconds
 from ._layer_tools import (
     classes_of_layers,
     image_tomogram,
@@ -56,11 +57,8 @@ from .lifecycle import BackgroundJob, DockLifecycle
 from .plots import LossPlot
 from .train_job import (
     TrainJob,
-    available_devices,
     copy_model,
     fine_tune_folder,
-    has_accelerator,
-    measure_step_seconds,
     prepare_fine_tune,
     prepare_resume,
     run_job,
@@ -70,7 +68,8 @@ from .training_sets import TrainingSets, checked_keys
 TRAINING = "training"  # the kind of the dock's background jobs
 #: Defaults on a machine without a GPU: a model that trains in minutes.
 CPU_CROP, CPU_BURN_IN = 64, 200
-#: Binning choices of the dock: 1x is the tomograms' own voxel size.
+#: Binning choices of the dock (powers of 2, pyramid levels 0, 1, 2): 1x is the
+#: tomograms' own voxel size.
 BIN_FACTORS = (1, 2, 4)
 
 
@@ -79,9 +78,11 @@ class TrainingWidget(QWidget):
 
     ``model_ready`` is emitted with the model folder whenever a model is trained or loaded,
     so the prediction dock can use it; ``last_model_dir`` holds the latest one.
+    ``progressed`` is emitted with each step's TrainProgress, on the GUI thread.
     """
 
     model_ready = Signal(str)
+    progressed = Signal(object)
     _checked = staticmethod(checked_keys)
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -111,7 +112,7 @@ class TrainingWidget(QWidget):
 
         form = QFormLayout()
         self.preset_combo = QComboBox()
-        self.preset_combo.addItems(list(PRESETS))
+        self.preset_combo.addItems(list(NETWORK_PRESETS))
         self.preset_combo.setCurrentText("light")
         self.preset_combo.setToolTip("tiny: tests; light: CPU; paper: ResNet-34 (GPU)")
         form.addRow("Network", self.preset_combo)
@@ -327,7 +328,7 @@ class TrainingWidget(QWidget):
                              device=self.device_combo.currentText())
         out_dir = self._model_folder()
         job = TrainJob(config, classes, labelled, unlabelled, out_dir,
-                       bin_factor=BIN_FACTORS[self.bin_combo.currentIndex()])
+                       level=BIN_FACTORS[self.bin_combo.currentIndex()].bit_length() - 1)
         if empty:
             job.notes.append(f"{', '.join(empty)} left out: no picks")
         if config.cotrain_steps and not unlabelled:
@@ -409,6 +410,7 @@ class TrainingWidget(QWidget):
                 f"{report.phase} %v/%m · loss {report.loss:.4g} · ETA "
                 f"{format_duration(report.eta_s)}")
         self.loss_plot.add(report.loss, report.loss_unlabelled)
+        self.progressed.emit(report)
 
     def _on_returned(self, result: TrainResult) -> None:
         self.result = result
