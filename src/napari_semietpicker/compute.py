@@ -1,4 +1,4 @@
-"""How the network runs on a device: numeric precision and CPU threads.
+"""How the network runs on a device: numeric precision, CPU threads, the devices there are.
 
 ``precision`` is ``fp32``, ``bf16`` (autocast: convolutions in bfloat16, accumulated in
 float32) or ``auto``: bf16 on a CUDA GPU, fp32 on CPUs, where bf16 was not measured to be

@@ -86,9 +86,8 @@ def test_tiny_run_with_cotraining_writes_and_announces_a_model(blob_viewer, qtbo
     # depends on the machine's speed, so only the summary's presence is checked here).
     assert dock.probe.summary() in dock.status.text()
 
-    # Continue training the same folder: it resumes at step 5.
-    dock.cotrain_spin.setValue(0)
-    dock.burnin_spin.setValue(2)
+    # Continue training the same folder up to 7 steps (totals): co-training goes on at step 5.
+    dock.cotrain_spin.setValue(4)
     dock.resume_check.setChecked(True)
     dock.start()
     qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
@@ -133,7 +132,7 @@ def test_binned_training_and_continuing_at_the_models_binning(blob_viewer, qtbot
     assert card.voxel_size == 20.0 and card.history["steps_done"] == 2  # 10 A layers, binned
     # Continuing with the dock back at 1x trains on with the model's binning, and says so.
     dock.bin_combo.setCurrentText("1x")
-    dock.burnin_spin.setValue(1)
+    dock.burnin_spin.setValue(3)
     dock.resume_check.setChecked(True)
     dock.start()
     assert "binning 2x, as the model was trained" in dock.status.text()
@@ -285,12 +284,12 @@ def test_a_tomogram_gaining_picks_is_ticked_as_labelled(make_napari_viewer, blob
 
 def test_cpu_defaults_eta_and_cotraining_follow_the_machine_and_the_ticks(blob_viewer, qtbot,
                                                                           monkeypatch):
-    from napari_semietpicker._qt import train_job
+    from napari_semietpicker import compute
 
     dock = TrainingWidget(blob_viewer)
     devices = [dock.device_combo.itemText(i) for i in range(dock.device_combo.count())]
-    assert devices == train_job.available_devices()  # no "cuda" on a machine without one
-    if not train_job.has_accelerator():
+    assert devices == compute.available_devices()  # no "cuda" on a machine without one
+    if not compute.has_accelerator():
         assert dock.bin_combo.currentText() == "2x" and dock.preset_combo.currentText() == "light"
         assert dock.crop_spin.value() == 64 and dock.burnin_spin.value() == 200
     # Ticking an unlabelled tomogram turns co-training on; unticking all turns it off.

@@ -116,10 +116,13 @@ class TrainingWidget(QWidget):
         self.preset_combo.setCurrentText("light")
         self.preset_combo.setToolTip("tiny: tests; light: CPU; paper: ResNet-34 (GPU)")
         form.addRow("Network", self.preset_combo)
-        self.burnin_spin = self._spin(1, 1_000_000, 2000, "supervised steps on the labels")
+        self.burnin_spin = self._spin(1, 1_000_000, 2000, "supervised steps on the labels, "
+                                      "counted from the model's first step (continuing "
+                                      "trains up to the totals)")
         form.addRow("Burn-in steps", self.burnin_spin)
         self.cotrain_spin = self._spin(0, 1_000_000, 0, "EMA teacher-student steps with the "
-                                       "unlabelled tomograms (0: supervised only)")
+                                       "unlabelled tomograms after the burn-in (0: "
+                                       "supervised only); a total, also when continuing")
         form.addRow("Co-training steps", self.cotrain_spin)
         self.bin_combo = QComboBox()
         self.bin_combo.addItems([f"{f}x" for f in BIN_FACTORS])
@@ -144,7 +147,8 @@ class TrainingWidget(QWidget):
         folder, self.folder_edit = folder_row("new folder under ~/semietpicker-models",
                                               "Model folder")
         form.addRow("Model folder", folder)
-        self.resume_check = QCheckBox("continue training the model in this folder")
+        self.resume_check = QCheckBox("continue training the model in this folder (up to "
+                                      "the step totals above)")
         form.addRow(self.resume_check)
         layout.addLayout(form)
 
