@@ -270,7 +270,7 @@ def test_train_reads_relion5_picks_with_each_tomogram_shape(tmp_path):
         seen["picks"] = table
         raise Stop
 
-    with mock.patch("napari_semietpicker.data.prepare_volume", side_effect=capture), \
+    with mock.patch("napari_semietpicker.pipeline.prepare_volume", side_effect=capture), \
             pytest.raises(Stop):
         main(["-q", "train", "--tomograms", str(tmp_path / "t.mrc"), "--picks",
               str(tmp_path / "p.star"), "--out", str(tmp_path / "m")])
