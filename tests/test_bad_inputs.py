@@ -216,10 +216,10 @@ def test_bad_input_ends_in_one_clear_line(files, capsys, monkeypatch, argv, expe
 
 
 def test_the_out_suffix_is_checked_before_the_model_is_even_loaded(files, capsys, monkeypatch):
-    from napari_semietpicker import checkpoint
+    from napari_semietpicker import pipeline
 
     loaded = []
-    monkeypatch.setattr(checkpoint, "load_model", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: loaded.append(1))
     assert cli.main(_predict(files, out="preds.txt")) == 2
     assert not loaded and not (files / "preds.txt.parts").exists()
 

@@ -126,7 +126,7 @@ def test_match_tunes_thresholds_on_labelled_tomograms(simulated, tmp_path, capsy
 
 def test_fine_tune_with_reviewed_picks_reads_negatives(simulated, tmp_path, monkeypatch):
     """``train --picks`` with a role column: rejected rows reach the sampler as negatives."""
-    from napari_semietpicker import data
+    from napari_semietpicker import pipeline
 
     tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
     base = ["-q", "train", "--tomograms", tomograms[0], "--preset", "tiny", "--crop", "64",
@@ -139,8 +139,8 @@ def test_fine_tune_with_reviewed_picks_reads_negatives(simulated, tmp_path, monk
     reviewed = tmp_path / "reviewed.csv"
     picks.to_csv(reviewed, index=False)
     volumes = []
-    real = data.prepare_volume
-    monkeypatch.setattr(data, "prepare_volume",
+    real = pipeline.prepare_volume
+    monkeypatch.setattr(pipeline, "prepare_volume",
                         lambda *a, **k: volumes.append(real(*a, **k)) or volumes[-1])
     assert main([*base, "--picks", str(reviewed), "--out", str(tmp_path / "tuned"),
                  "--init-from", str(tmp_path / "m")]) == 0

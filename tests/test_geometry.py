@@ -235,7 +235,7 @@ def test_predict_writes_relion4_and_heatmaps_with_each_tomogram_own_geometry(tmp
         paths.append(str(tmp_path / f"{name}.mrc"))
         truths[name] = (truth, voxel)
     model_dir = _fake_model_dir(tmp_path / "model")
-    with mock.patch("napari_semietpicker.checkpoint.load_model", return_value=(PoolNet(), card)):
+    with mock.patch("napari_semietpicker.pipeline.load_model", return_value=(PoolNet(), card)):
         assert main(["-q", "predict", str(model_dir), *paths, "--out", str(tmp_path / "p.star"),
                      "--format", "relion4", "--threshold", "0.3", "--window", "64",
                      "--heatmaps", str(tmp_path / "hm")]) == 0
@@ -270,7 +270,7 @@ def test_train_reads_relion5_picks_with_each_tomogram_shape(tmp_path):
         seen["picks"] = table
         raise Stop
 
-    with mock.patch("napari_semietpicker.data.prepare_volume", side_effect=capture), \
+    with mock.patch("napari_semietpicker.pipeline.prepare_volume", side_effect=capture), \
             pytest.raises(Stop):
         main(["-q", "train", "--tomograms", str(tmp_path / "t.mrc"), "--picks",
               str(tmp_path / "p.star"), "--out", str(tmp_path / "m")])
@@ -322,13 +322,16 @@ def _pick(case: dict, folder: Path) -> tuple[pd.DataFrame, Tomogram]:
     config = PredictConfig(window=case["window"], overlap=case["overlap"], tta=case["tta"],
                            batch_size=case["batch"])
     out = folder / f"t{FORMATS[case['format']]}"
+    model_dir = _fake_model_dir(folder / "model")
     if case["route"] == "dock":
         from napari_semietpicker._qt.predict_job import run_prediction
 
         tomogram = Tomogram(volume, voxel, "t")
-        _, _, peaks, _ = run_prediction(folder, (PoolNet(), card), tomogram, config, "cpu",
-                                        lambda done, total: None, lambda: False)
-        write_picks(peaks.at(0.3), out, format=case["format"], voxel_size=voxel,
+        with mock.patch("napari_semietpicker.pipeline.load_model",
+                        return_value=(PoolNet(), card)):
+            _, picked = run_prediction(model_dir, None, tomogram, config, "cpu",
+                                       lambda done, total: None, lambda: False)
+        write_picks(picked.peaks.at(0.3), out, format=case["format"], voxel_size=voxel,
                     shape_by_experiment=tomogram.shape)
     else:
         if case["route"] == "cli-mrc":
@@ -340,8 +343,7 @@ def _pick(case: dict, folder: Path) -> tuple[pd.DataFrame, Tomogram]:
             if not case["keep_translation"]:
                 _strip_translations(path)
         tomogram = read_any_tomogram(path, level=level)
-        model_dir = _fake_model_dir(folder / "model")
-        with mock.patch("napari_semietpicker.checkpoint.load_model",
+        with mock.patch("napari_semietpicker.pipeline.load_model",
                         return_value=(PoolNet(), card)):
             args = ["-q", "predict", str(model_dir), str(path), "--out", str(out),
                     "--format", case["format"], "--threshold", "0.3", "--level", str(level),

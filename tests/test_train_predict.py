@@ -93,6 +93,28 @@ def test_resume_continues_exactly_where_it_stopped(blob_set, tmp_path):
         torch.testing.assert_close(resumed[name], value)
 
 
+def test_continuing_after_cotraining_began_keeps_its_start_and_teacher(blob_set, tmp_path):
+    """Steps are totals from the model's first step: once co-training has begun, another
+    burn-in length is not taken up (that would drop the EMA teacher); without unlabelled
+    tomograms the run cannot go on."""
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    unlabelled = [prepare_volume(blob_set["tomograms"][1])]
+    config = TrainConfig(steps=2, cotrain_steps=2, auto_thresholds=False, **TINY)
+    Trainer(config, classes, labelled, tmp_path, unlabelled).run()
+    saved = load_model(tmp_path)[0].state_dict()
+    longer = TrainConfig(steps=5, cotrain_steps=3, auto_thresholds=False, **TINY)
+    trainer = Trainer(longer, classes, labelled, tmp_path, unlabelled, resume=True)
+    assert trainer.config.steps == 2 and trainer.total_steps == 5 and trainer.teacher is not None
+    for name, value in trainer.teacher.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    assert trainer.run().steps_done == 5
+    assert load_card(tmp_path).history["train_config"]["steps"] == 2
+    with pytest.raises(ValueError, match="co-training began at step 2 and needs unlabelled"):
+        Trainer(TrainConfig(steps=2, cotrain_steps=9, **TINY), classes, labelled, tmp_path,
+                resume=True)
+
+
 def test_ablation_settings_train_on_the_same_crops(blob_set, tmp_path):
     classes = blob_set["classes"]
     labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]

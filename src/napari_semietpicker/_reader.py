@@ -23,7 +23,7 @@ from .classes import classes_for_names
 from .io.formats import read_any_tomogram, read_picks
 from .io.picks import REQUIRED_COLUMNS
 from .io.star import CLASS_COLUMN, TOMO_NAME, read_star_table
-from .io.tomogram import MRC_SUFFIXES, Tomogram, tomogram_name
+from .io.tomogram import MRC_SUFFIXES, Tomogram, name_from_path
 from .io.zarr_io import is_zarr_path
 from .layers import META, image_layer, infer_role, picks_layer_name, picks_layers
 
@@ -207,7 +207,7 @@ def _tomogram_files(folder: Path) -> list[Path]:
 def _sibling_tomogram(folder: Path, name: str) -> Tomogram | None:
     """The tomogram called ``name`` in ``folder`` (MRC family or zarr), if one opens."""
     for path in _tomogram_files(folder):
-        if tomogram_name(path) == name:
+        if name_from_path(path) == name:
             try:
                 return read_any_tomogram(path)
             except (ValueError, OSError, ImportError):
@@ -218,7 +218,7 @@ def _sibling_tomogram(folder: Path, name: str) -> Tomogram | None:
 def _tomogram_prefixing(path: Path) -> Tomogram | None:
     """The tomogram beside ``path`` whose name is the file stem or starts it (``TOMO_x``),
     the longest such name first."""
-    names = {tomogram_name(p) for p in _tomogram_files(path.parent)}
+    names = {name_from_path(p) for p in _tomogram_files(path.parent)}
     for name in sorted(names, key=len, reverse=True):
         if path.stem == name or _class_from_stem(path.stem, [name]) != path.stem:
             tomogram = _sibling_tomogram(path.parent, name)

@@ -75,7 +75,7 @@ def layers_to_picks(points: Sequence[tuple[Any, dict]], default_tomogram: str) -
     metas = [attrs.get("metadata", {}).get(META, {}) for _, attrs in points]
     named = {m["tomogram"] for m in metas if m.get("tomogram")}
     fallback = named.pop() if len(named) == 1 else default_tomogram
-    return concat_picks([layer_picks(data, attrs, fallback) for data, attrs in points])
+    return concat_picks([layer_data_picks(data, attrs, fallback) for data, attrs in points])
 
 
 def concat_picks(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -89,7 +89,7 @@ def concat_picks(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return df
 
 
-def layer_picks(data: Any, attrs: dict, default_tomogram: str) -> pd.DataFrame:
+def layer_data_picks(data: Any, attrs: dict, default_tomogram: str) -> pd.DataFrame:
     """The picks table of one Points layer given its data and attributes (``metadata``,
     ``name``, ``features``, ``scale``: positions are ``data * scale`` Angstrom from the
     tomogram corner). Points added by hand have no score (NaN): they get 1.0."""

@@ -23,7 +23,7 @@ import pandas as pd
 import platformdirs
 
 from .io.picks import empty_picks, read_picks_csv, write_picks_csv
-from .io.tomogram import tomogram_name
+from .io.tomogram import name_from_path
 
 #: Environment variable that moves the autosave folder (tests, clusters with small homes).
 AUTOSAVE_ENV = "SEMIETPICKER_AUTOSAVE_DIR"
@@ -45,7 +45,7 @@ def autosave_path(tomogram_source_or_name: str | Path) -> Path:
     is_file = source.exists() or len(source.parts) > 1
     if is_file:
         digest = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:10]
-        stem = f"{tomogram_name(source)}-{digest}"
+        stem = f"{name_from_path(source)}-{digest}"
     else:
         stem = str(tomogram_source_or_name)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip(".") or "tomogram"

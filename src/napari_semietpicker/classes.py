@@ -45,7 +45,7 @@ PALETTE = (
     "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
     "#808000", "#ffd8b1", "#000075", "#808080",
 )
-PRESETS: dict[str, tuple[ParticleClass, ...]] = {
+CLASS_PRESETS: dict[str, tuple[ParticleClass, ...]] = {
     "czii": (
         ParticleClass("apo-ferritin", 60.0, 1.0, "#e6194b"),
         ParticleClass("beta-amylase", 65.0, 0.0, "#3cb44b"),
@@ -63,12 +63,12 @@ def load_classes(spec: str | Path) -> list[ParticleClass]:
     The file holds a list of ``{name, radius_A, weight?, color?}`` mappings, or a mapping
     with such a list under ``classes``.
     """
-    if isinstance(spec, str) and spec in PRESETS:
-        return list(PRESETS[spec])
+    if isinstance(spec, str) and spec in CLASS_PRESETS:
+        return list(CLASS_PRESETS[spec])
     path = Path(spec)
     if not path.is_file():
         raise ValueError(
-            f"unknown particle classes {str(spec)!r}: not a preset ({', '.join(PRESETS)}) "
+            f"unknown particle classes {str(spec)!r}: not a preset ({', '.join(CLASS_PRESETS)}) "
             "and no such file"
         )
     try:
@@ -125,7 +125,7 @@ def classes_for_names(names: Iterable[str]) -> list[ParticleClass]:
     peak kernel and the hit distance, so a wrong one silently changes training and
     scores. A warning, not an error, because the picks are still worth seeing, and the
     radius can be set in the classes dock or a class file (``--classes``)."""
-    czii = {c.name: c for c in PRESETS["czii"]}
+    czii = {c.name: c for c in CLASS_PRESETS["czii"]}
     names = list(dict.fromkeys(str(n) for n in names))
     used = [czii[n].color for n in names if n in czii]
     classes = []

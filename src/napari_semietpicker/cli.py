@@ -72,30 +72,34 @@ def _expand(patterns: Sequence[str]) -> list[Path]:
 
 
 def _read_tomograms(paths: Sequence[Path], args: argparse.Namespace):
-    from .io.formats import read_any_tomogram
+    from .pipeline import open_tomogram
 
-    return [read_any_tomogram(p, level=args.level, voxel_size=args.voxel_size) for p in paths]
+    return [open_tomogram(p, args.level, args.voxel_size) for p in paths]
 
 
-def _copick_tomograms(args: argparse.Namespace, runs: Sequence[str] | None):
-    """Tomograms of a copick project's runs (all runs when ``runs`` is None), lazily."""
-    from .io.copick_io import list_runs, open_project, read_copick_tomogram
+def _sources(args: argparse.Namespace, files: Sequence[str], runs: Sequence[str] | None):
+    """Tomogram sources: files (globs) or, with ``--copick``, runs of the project (all runs
+    when ``runs`` is None)."""
+    from .pipeline import CopickRun
+
+    if files:
+        return _expand(files)
+    if not args.copick:
+        return []
+    from .io.copick_io import list_runs, open_project
 
     if not args.tomo_type or args.voxel_spacing is None:
         raise ValueError("--copick needs --tomo-type (e.g. denoised) and --voxel-spacing (A)")
     project = open_project(args.copick)
     names = list(runs) if runs else list_runs(project)
-    return [read_copick_tomogram(project, run, args.voxel_spacing, args.tomo_type, args.level)
-            for run in names]
+    return [CopickRun(project, run, args.voxel_spacing, args.tomo_type) for run in names]
 
 
 def _tomograms(args: argparse.Namespace, files: Sequence[str], runs: Sequence[str] | None):
-    """Tomograms from files (globs) or, with ``--copick``, from runs of the project."""
-    if files:
-        return _read_tomograms(_expand(files), args)
-    if args.copick:
-        return _copick_tomograms(args, runs)
-    return []
+    """The tomograms of :func:`_sources`, opened lazily at ``--level``."""
+    from .pipeline import open_tomogram
+
+    return [open_tomogram(s, args.level, args.voxel_size) for s in _sources(args, files, runs)]
 
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
@@ -137,37 +141,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .checkpoint import model_exists
     from .classes import load_classes
-    from .data import prepare_volume, warn_unmatched_picks
-    from .io.formats import picks_format, read_picks
-    from .train import TrainConfig, Trainer
+    from .pipeline import TrainingSet, train
+    from .train import TrainConfig
 
     if model_exists(args.out) and not (args.overwrite or args.resume):
         raise ValueError(f"{args.out}: already holds a model; pass --resume to continue it or "
                          "--overwrite to replace it")
     classes = load_classes(args.classes)
-    labelled_tomograms = _tomograms(args, args.tomograms, args.runs)
-    if not labelled_tomograms:
+    labelled = _sources(args, args.tomograms, args.runs)
+    if not labelled:
         raise ValueError("give labelled --tomograms, or --copick with --runs")
     if args.picks:
-        # RELION 5 centres come from each tomogram; voxel coordinates (RELION 4, .coords)
-        # are in the pixels the file names, or --voxel-size.
-        relion5 = picks_format(args.picks) == "relion5"
-        picks = read_picks(args.picks, shape={t.name: t.shape for t in labelled_tomograms},
-                           voxel_size={t.name: t.voxel_size for t in labelled_tomograms}
-                           if relion5 else args.voxel_size)
+        picks = args.picks
     elif args.copick:
         from .io.copick_io import open_project, read_copick_picks
 
-        picks = read_copick_picks(open_project(args.copick), [t.name for t in labelled_tomograms],
-                                  user_id=args.user, session_id=args.session,
-                                  object_names=[c.name for c in classes])
+        def picks(tomograms):
+            return read_copick_picks(open_project(args.copick), [t.name for t in tomograms],
+                                     user_id=args.user, session_id=args.session,
+                                     object_names=[c.name for c in classes])
     else:
         raise ValueError("give --picks (CSV, STAR, copick JSON) or --copick")
-    warn_unmatched_picks(picks, [t.name for t in labelled_tomograms], args.picks or args.copick)
-    labelled = [prepare_volume(t, picks, classes) for t in labelled_tomograms]
     has_unlabelled = bool(args.unlabeled or args.unlabeled_runs)
-    unlabelled = [prepare_volume(t) for t in _tomograms(args, args.unlabeled, args.unlabeled_runs)
-                  ] if has_unlabelled else []
+    unlabelled = _sources(args, args.unlabeled, args.unlabeled_runs) if has_unlabelled else []
+    training_set = TrainingSet.build(labelled, picks, classes, unlabelled, level=args.level,
+                                     voxel_size=args.voxel_size)
     mode = MODES[args.mode]
     cotrain_steps = args.cotrain_steps if mode["cotrain"] else 0
     if cotrain_steps and not unlabelled:
@@ -182,8 +180,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                                            ("ema_schedule", args.ema_schedule),
                                            ("unlabelled_rampup", args.unlabeled_rampup))
            if value is not None})  # unset: TrainConfig's defaults
-    trainer = Trainer(config, classes, labelled, args.out, unlabelled, resume=args.resume,
-                      init_from=args.init_from)
     interrupted: list[bool] = []
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save, stop
@@ -194,16 +190,20 @@ def cmd_train(args: argparse.Namespace) -> int:
               file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc="train", unit="step",
-               disable=args.quiet)
+    bar = tqdm(desc="train", unit="step", disable=args.quiet)
 
     def on_progress(p) -> None:
+        if bar.total != p.total_steps:  # the first report (a resumed run starts later)
+            bar.reset(total=p.total_steps)
+            bar.update(p.step - 1)
         bar.update(p.step - bar.n)
         extra = {} if p.loss_unlabelled is None else {"loss_u": f"{p.loss_unlabelled:.4f}"}
         bar.set_postfix(phase=p.phase, loss=f"{p.loss:.4f}", **extra)
 
     try:
-        result = trainer.run(on_progress, should_stop=lambda: bool(interrupted))
+        result = train(training_set, config, args.out, resume=args.resume,
+                       init_from=args.init_from, on_progress=on_progress,
+                       should_stop=lambda: bool(interrupted))
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
@@ -221,16 +221,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import distributed
-    from .batch import predict_many
-    from .checkpoint import load_model
     from .io.formats import picks_format
+    from .pipeline import Picker, pick_into
     from .predict import PredictConfig
     from .train import resolve_device
 
     picks_format(args.out, args.format, reading=False)  # a bad --out fails before any work
     device = resolve_device(args.device)
     distributed.init_from_env(device.type)
-    model, card = load_model(args.model, device)
+    picker = Picker.load(args.model, device)
+    card = picker.card
     windows = {k: v for k, v in (("window", args.window), ("overlap", args.overlap))
                if v is not None}  # unset: PredictConfig's defaults, in one place
     config = PredictConfig(**windows, tta=args.tta, batch_size=args.batch_size,
@@ -251,13 +251,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 bar.close()
         return on_progress
 
-    merged = predict_many(
-        model, card, args.model, tomograms, args.out, thresholds, config, device,
-        overwrite=args.overwrite, heatmaps_dir=args.heatmaps, progress=progress,
-        write_options=dict(voxel_size={t.name: t.voxel_size for t in tomograms},
-                           format=args.format,
-                           shape_by_experiment={t.name: t.shape for t in tomograms},
-                           user_id=args.user, session_id=args.session))
+    merged = pick_into(picker, tomograms, args.out, thresholds, config,
+                       overwrite=args.overwrite, heatmaps_dir=args.heatmaps, progress=progress,
+                       write_options=dict(format=args.format, user_id=args.user,
+                                          session_id=args.session))
     if merged is not None:
         counts = merged.groupby(["experiment", "particle_type"]).size()
         for name in [t.name for t in tomograms]:

@@ -1,4 +1,4 @@
-"""How the network runs on a device: numeric precision and CPU threads.
+"""How the network runs on a device: numeric precision, CPU threads, the devices there are.
 
 ``precision`` is ``fp32``, ``bf16`` (autocast: convolutions in bfloat16, accumulated in
 float32) or ``auto``: bf16 on a CUDA GPU, fp32 on CPUs, where bf16 was not measured to be
@@ -52,3 +52,18 @@ def use_available_cores() -> int:
     threads = max(1, available_cores() // ranks_here)
     torch.set_num_threads(threads)
     return threads
+
+
+def available_devices() -> list[str]:
+    """The devices this machine has: ``auto``, then ``cuda`` and ``mps`` if present, ``cpu``."""
+    devices = ["auto"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devices.append("mps")
+    return [*devices, "cpu"]
+
+
+def has_accelerator() -> bool:
+    """Whether ``auto`` trains on a GPU (CUDA or Apple MPS) rather than the CPU."""
+    return len(available_devices()) > 2

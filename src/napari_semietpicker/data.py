@@ -45,7 +45,9 @@ def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
     """Normalise a tomogram and attach its picks (rows whose experiment is its name).
 
     Rows with ``role`` negative become hard negatives: positions the sampler centres crops
-    on, with no target there.
+    on, with no target there. Picks are put in one order (class, then z, y, x), so a volume
+    and the crops a seed draws from it do not depend on the order a file or the layers
+    listed them.
     """
     data = normalize(tomogram.data, name=tomogram.label)
     if picks is None:
@@ -56,6 +58,9 @@ def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
     if unknown:
         raise ValueError(f"picks of {tomogram.name}: unknown class name(s) {', '.join(unknown)}; "
                          f"known: {', '.join(names)}")
+    order = np.lexsort((own["x"].to_numpy(float), own["y"].to_numpy(float),
+                        own["z"].to_numpy(float), own["particle_type"].map(names.index)))
+    own = own.iloc[order]
     positions = tomogram.grid.to_index(positions_A(own))
     limit = np.asarray(tomogram.shape) - 1 + OUTSIDE_TOLERANCE_VOXELS
     outside = np.any((positions < -OUTSIDE_TOLERANCE_VOXELS) | (positions > limit), axis=1)

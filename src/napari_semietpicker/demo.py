@@ -38,15 +38,12 @@ def run_demo(out: Path, headless: bool = False, steps: int = 300) -> int:
 
 def run_headless(out: Path, steps: int) -> int:
     """The headless demo; it first times a training step and says how long it will take."""
-    from .checkpoint import load_model
     from .classes import load_classes
-    from .data import prepare_volume
     from .io.picks import select
-    from .io.tomogram import read_tomogram
     from .metrics import chance_level, evaluate
-    from .predict import pick_tomogram
+    from .pipeline import Picker, TrainingSet, pick, train
     from .simulate import simulate_dataset
-    from .train import TrainConfig, Trainer, measure_step_seconds, training_seconds
+    from .train import TrainConfig, measure_step_seconds, training_seconds
 
     classes = load_classes("czii")
     start = time.perf_counter()
@@ -61,12 +58,10 @@ def run_headless(out: Path, steps: int) -> int:
     picks = simulate_dataset(out / "data", n=3, shape=DEMO_SHAPE, seed=0, classes=classes,
                              density=DEMO_DENSITY)
     paths = sorted((out / "data" / "tomograms").glob("*.mrc"))
-    tomograms = [read_tomogram(p) for p in paths]
-    print(f"simulated {len(tomograms)} tomograms {DEMO_SHAPE} with {len(picks)} picks "
+    print(f"simulated {len(paths)} tomograms {DEMO_SHAPE} with {len(picks)} picks "
           f"in {time.perf_counter() - simulating:.0f} s")
-    labelled = [prepare_volume(t, picks, classes) for t in tomograms[:2]]
-    unlabelled = [prepare_volume(tomograms[2])]
-    trainer = Trainer(config, classes, labelled, out / "model", unlabelled)
+    training_set = TrainingSet.build(paths[:2], picks, classes, paths[2:])
+    labelled, unlabelled = training_set.labelled, training_set.unlabelled
 
     def report(p) -> None:
         if p.step % 25 == 0 or p.step == p.total_steps:
@@ -75,11 +70,11 @@ def run_headless(out: Path, steps: int) -> int:
 
     print(f"training on {', '.join(v.name for v in labelled)} "
           f"(unlabelled: {unlabelled[0].name}) on the CPU...")
-    trainer.run(report)
-    model, card = load_model(out / "model")
-    test = tomograms[2]
-    peaks, _ = pick_tomogram(model, card, test)
-    predicted = peaks.at(card.class_thresholds())
+    train(training_set, config, out / "model", on_progress=report)
+    picker = Picker.load(out / "model")
+    picked = next(pick(picker, paths[2:]))
+    test = picked.tomogram
+    predicted = picked.peaks.at(picker.card.class_thresholds())
     truth = select(picks, experiment=test.name)
     result = evaluate(predicted, truth, classes)
     chance = chance_level(truth, {test.name: tuple(test.extent_A)}, classes)

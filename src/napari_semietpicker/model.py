@@ -21,7 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 #: Input sides must be multiples of this (the deepest stage is at stride 32).
 SIZE_MULTIPLE = 32
 
-PRESETS: dict[str, dict] = {
+NETWORK_PRESETS: dict[str, dict] = {
     # ResNet-34 depths and (halved) widths, in 3D: for GPUs.
     "paper": dict(stem_channels=(32, 32, 64), encoder_channels=(64, 128, 256, 512),
                   encoder_depths=(3, 4, 6, 3), decoder_channels=(256, 128, 64, 32)),
@@ -47,9 +47,10 @@ class ModelConfig:
     output_stride: int = 2
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS and not self.stem_channels:
-            raise ValueError(f"unknown model preset {self.preset!r}; choose {', '.join(PRESETS)}")
-        defaults = PRESETS.get(self.preset, {})
+        if self.preset not in NETWORK_PRESETS and not self.stem_channels:
+            raise ValueError(f"unknown model preset {self.preset!r}; "
+                             f"choose {', '.join(NETWORK_PRESETS)}")
+        defaults = NETWORK_PRESETS.get(self.preset, {})
         for name, value in defaults.items():
             if not getattr(self, name):
                 setattr(self, name, value)

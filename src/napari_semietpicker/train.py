@@ -49,7 +49,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    """Training settings. ``cotrain_steps > 0`` with unlabelled data enables co-training."""
+    """Training settings. ``cotrain_steps > 0`` with unlabelled data enables co-training.
+
+    ``steps`` and ``cotrain_steps`` are totals counted from a model's first step, also
+    when it is continued: the burn-in ends at step ``steps`` and co-training runs on to step
+    ``steps + cotrain_steps``. Continuing a model trains up to those totals (raise them to
+    train longer), so a run stopped and continued with the same settings ends where an
+    uninterrupted one would. Once co-training has begun its start is fixed: a continued run
+    keeps it, and its EMA teacher.
+    """
 
     steps: int = 2000
     cotrain_steps: int = 0
@@ -274,9 +282,31 @@ class Trainer:
         self.step = int(state["step"])
         self.card.thresholds = saved.thresholds  # tuned ones are kept
         self.losses = [float(x) for x in state["losses"]]
-        if self.step > self.config.steps and self.unlabelled is not None:
-            self.teacher, _ = load_model(self.out_dir, self.device)
+        burn_in = saved.history.get("train_config", {}).get("steps")
+        if saved.history.get("unlabelled") and burn_in is not None and self.step > burn_in:
+            self._keep_cotraining(int(burn_in))
+        if self.step >= self.total_steps:
+            raise ValueError(f"{self.out_dir}: the model has trained {self.step} steps, as many "
+                             f"as asked ({self.total_steps}; burn-in and co-training steps count "
+                             "from the model's first step): raise them to continue")
         log.info("resumed %s at step %d", self.out_dir, self.step)
+
+    def _keep_cotraining(self, burn_in: int) -> None:
+        """Continue a model whose co-training began after ``burn_in`` steps: the saved
+        weights are its EMA teacher, and the burn-in stays where it ended."""
+        if self.unlabelled is None:
+            raise ValueError(f"{self.out_dir}: cannot continue: its co-training began at step "
+                             f"{burn_in} and needs unlabelled tomograms to go on")
+        if self.config.steps != burn_in:
+            log.warning("%s: co-training began at step %d; continuing keeps that burn-in "
+                        "(not %d steps)", self.out_dir, burn_in, self.config.steps)
+            self.total_steps += burn_in - self.config.steps
+            self.config.steps = burn_in
+            self.card.history["train_config"] = asdict(self.config)
+        self.teacher, _ = load_model(self.out_dir, self.device)
+        self.teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
 
     def save(self) -> None:
         """Write the prediction model (teacher once co-training runs) and the resume state.

@@ -12,14 +12,14 @@ from qtpy.QtWidgets import QColorDialog
 
 from napari_semietpicker._qt.annotation import AnnotationWidget
 from napari_semietpicker.autosave import autosave_path, load_autosave
-from napari_semietpicker.classes import PRESETS
+from napari_semietpicker.classes import CLASS_PRESETS
 from napari_semietpicker.io.picks import picks_from_positions, write_picks_csv
 from napari_semietpicker.io.tomogram import write_tomogram
 from napari_semietpicker.layers import META, PICKS
 
 VOXEL = 13.48
 SHAPE = (24, 40, 32)
-CZII = [c.name for c in PRESETS["czii"]]
+CZII = [c.name for c in CLASS_PRESETS["czii"]]
 
 
 @pytest.fixture(autouse=True)
@@ -201,7 +201,7 @@ def test_editing_classes_updates_state_and_layers(make_napari_viewer, mrc_path: 
     assert widget.classes[0].color == "#123456"
 
     widget.set_preset("czii")
-    assert widget.classes == list(PRESETS["czii"])
+    assert widget.classes == list(CLASS_PRESETS["czii"])
 
 
 def test_classes_from_file_and_table(make_napari_viewer, tmp_path: Path,

@@ -12,10 +12,11 @@ from napari.layers import Image, Points
 from napari.utils.colormaps.standardize_color import transform_color
 from qtpy.QtWidgets import QMessageBox
 
-from napari_semietpicker._qt import predict_job
+from napari_semietpicker import pipeline
 from napari_semietpicker._qt.evaluation import FN_SYMBOL, FP_SYMBOL, MISSED, TP_SYMBOL
 from napari_semietpicker._qt.prediction import HEATMAP, PredictionWidget
 from napari_semietpicker._qt.training import TrainingWidget
+from napari_semietpicker._qt.training_sets import checked_keys
 from napari_semietpicker.checkpoint import load_card
 from napari_semietpicker.data import prepare_volume
 from napari_semietpicker.io.formats import read_picks
@@ -47,13 +48,13 @@ def layers_of(viewer, kind, role, tomogram="blob_2"):
 def predicted(blob_viewer, model_dir, qtbot, monkeypatch):
     """The dock after predicting blob_2; ``calls`` counts model runs (pick_tomogram)."""
     calls = []
-    real = predict_job.pick_tomogram
+    real = pipeline.pick_tomogram
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(predict_job, "pick_tomogram", counting)
+    monkeypatch.setattr(pipeline, "pick_tomogram", counting)
     dock = PredictionWidget(blob_viewer)
     blob_viewer.window.add_dock_widget(dock, name="Prediction")
     dock.model_edit.setText(str(model_dir))
@@ -61,7 +62,7 @@ def predicted(blob_viewer, model_dir, qtbot, monkeypatch):
     dock.window_spin.setValue(64)
     dock.device_combo.setCurrentText("cpu")
     dock.predict_button.click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
     assert dock.current is not None, dock.status.text()
     return dock, calls
 
@@ -84,14 +85,14 @@ def test_predict_adds_heatmaps_and_scored_points(predicted, blob_viewer, qtbot):
         assert len(layer.data) == len(cache.at({name: 0.3}))
         assert np.all(scores >= 0.3)
     # The per-class heatmap toggle hides the layer.
-    dock._rows["big"][0].setChecked(False)
+    dock.thresholds.rows["big"].heatmap.setChecked(False)
     assert not heatmaps[0].visible
     # Predicting again reuses the loaded model and updates the same layers.
-    model = dock._model_cache[3]
+    model = dock.picker.model
     n_layers = len(blob_viewer.layers)
     dock.predict_button.click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
-    assert calls == [1, 1] and dock._model_cache[3] is model
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    assert calls == [1, 1] and dock.picker.model is model
     assert len(blob_viewer.layers) == n_layers and heatmaps[0] in blob_viewer.layers
 
 
@@ -107,28 +108,28 @@ def test_tuned_thresholds_are_saved_into_the_model_and_used_next_time(
     dock.image_combo.setCurrentText("blob_2")
     dock.window_spin.setValue(64)
     dock.predict_button.click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
-    dock._rows["small"][1].setValue(0.6)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
+    dock.thresholds.rows["small"].slider.setValue(0.6)
     dock.save_thresholds_button.click()
     assert "Saved thresholds" in dock.status.text(), dock.status.text()
     assert load_card(copy).class_thresholds() == {"big": 0.3, "small": 0.6}
     # The next prediction starts from the saved thresholds.
     dock.predict_button.click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
     assert dock.current.thresholds == {"big": 0.3, "small": 0.6}
-    assert dock._rows["small"][1].value() == pytest.approx(0.6)
+    assert dock.thresholds.rows["small"].slider.value() == pytest.approx(0.6)
 
 
 def test_threshold_slider_repicks_from_the_cache_only(predicted, blob_viewer):
     dock, calls = predicted
     layer = layers_of(blob_viewer, Points, PREDICTED)[1]  # "small"
-    slider = dock._rows["small"][1]
+    slider = dock.thresholds.rows["small"].slider
     counts = []
     for value in (0.05, 0.25, 0.6, 0.95):
         slider.setValue(value)
         counts.append(len(layer.data))
         assert counts[-1] == len(dock.current.cache.at({"small": value}))
-        assert dock._rows["small"][2].text().split()[0] == str(counts[-1])
+        assert dock.thresholds.rows["small"].count.text().split()[0] == str(counts[-1])
     assert counts[0] > counts[-1] and counts == sorted(counts, reverse=True)
     assert calls == [1]  # no inference again
     assert layer in blob_viewer.layers  # updated in place, not replaced
@@ -142,20 +143,20 @@ def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer
     training = TrainingWidget(blob_viewer)
     blob_viewer.window.add_dock_widget(training, name="Training")
     layer = layers_of(blob_viewer, Points, PREDICTED)[1]
-    dock._rows["small"][1].setValue(0.05)
+    dock.thresholds.rows["small"].slider.setValue(0.05)
     assert len(layer.data) >= 2
     deleted = layer.features["peak"].iloc[0]
     layer.selected_data = {0}
     layer.remove_selected()  # napari's own delete
     layer.add([[32.0, 48.0, 48.0]])  # napari's own add, in voxels (the tomogram's scale)
     n = len(layer.data)
-    dock._rows["small"][1].setValue(0.5)
-    dock._rows["small"][1].setValue(0.05)
+    dock.thresholds.rows["small"].slider.setValue(0.5)
+    dock.thresholds.rows["small"].slider.setValue(0.05)
     assert len(layer.data) == n
     assert deleted not in set(layer.features["peak"])
     assert np.allclose(layer.data[-1] * layer.scale, [320.0, 480.0, 480.0])
     assert layer.features["score"].iloc[-1] == 1.0
-    assert dock._rows["small"][2].text() == f"{n} picks, 2 edits"
+    assert dock.thresholds.rows["small"].count.text() == f"{n} picks, 2 edits"
 
     expected = {name: len(la.data) for name, la in
                 zip(("big", "small"), layers_of(blob_viewer, Points, PREDICTED))}
@@ -177,7 +178,7 @@ def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer
     assert {p.metadata[META]["class"]: len(p.data) for p in picks} == expected
     assert not layer.visible
     assert "fine-tuning started" in dock.status.text()
-    assert "blob_2" in training._checked(training.labelled_list)
+    assert "blob_2" in checked_keys(training.labelled_list)
     qtbot.waitUntil(lambda: not training.running, timeout=60_000)
     tuned = training.last_model_dir
     source = dock.current.model_dir
@@ -192,8 +193,8 @@ def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer
 
 def test_evaluation_colours_and_table_match_the_metrics(predicted, blob_viewer, blob_set):
     dock, _ = predicted
-    dock._rows["big"][1].setValue(0.2)
-    dock._rows["small"][1].setValue(0.2)
+    dock.thresholds.rows["big"].slider.setValue(0.2)
+    dock.thresholds.rows["small"].slider.setValue(0.2)
     dock.evaluate_button.click()
     classes = blob_set["classes"]
     predicted_layers = layers_of(blob_viewer, Points, PREDICTED)
@@ -231,13 +232,13 @@ def test_evaluation_colours_and_table_match_the_metrics(predicted, blob_viewer, 
     assert f"CZII score {expected.score:.3f}" in dock.evaluation_panel.score_label.text()
 
     # A threshold change re-evaluates at once.
-    dock._rows["big"][1].setValue(0.95)
+    dock.thresholds.rows["big"].slider.setValue(0.95)
     assert dock.evaluation.per_class.loc[0, "n_pred"] == len(predicted_layers[0].data)
 
 
 def test_export_round_trips_and_keeps_the_previous_file(predicted, tmp_path):
     dock, _ = predicted
-    dock._rows["small"][1].setValue(0.1)
+    dock.thresholds.rows["small"].slider.setValue(0.1)
     path = tmp_path / "picks.csv"
     written = dock.export(path)
     back = read_picks_csv(path)
@@ -259,7 +260,7 @@ def test_missing_inputs_are_explained(blob_viewer, tmp_path, qtbot):
     dock = PredictionWidget(blob_viewer)
     dock.image_combo.setCurrentText("blob_2")
     dock.predict_button.click()
-    assert "Choose a model folder" in dock.status.text() and dock._worker is None
+    assert "Choose a model folder" in dock.status.text() and not dock.running
     dock.model_edit.setText(str(tmp_path))
     dock.predict_button.click()
     assert "Choose a model folder" in dock.status.text()
@@ -280,7 +281,7 @@ def test_results_follow_edits_new_predictions_and_renamed_classes(predicted, blo
 
     dock, _ = predicted
     big, small = layers_of(blob_viewer, Points, PREDICTED)
-    dock._rows["small"][1].setValue(0.2)
+    dock.thresholds.rows["small"].slider.setValue(0.2)
     dock.evaluate_button.click()
     # A point added after evaluating is in the table at once.
     small.add([[5.0, 5.0, 5.0]])
@@ -293,7 +294,7 @@ def test_results_follow_edits_new_predictions_and_renamed_classes(predicted, blo
     assert not small.visible
     first = dock.evaluation
     dock.predict_button.click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
     assert big.visible and small.visible
     assert dock.evaluation is not first
     assert list(dock.evaluation.per_class["n_pred"]) == [len(big.data), len(small.data)]
@@ -305,7 +306,7 @@ def test_results_follow_edits_new_predictions_and_renamed_classes(predicted, blo
     annotation.set_classes(blob_set["classes"])
     annotation.table.item(0, 0).setText("large")
     assert big.metadata[META]["class"] == "big"
-    dock._rows["big"][1].setValue(0.5)
+    dock.thresholds.rows["big"].slider.setValue(0.5)
     assert len(big.data) == len(dock.current.cache.at({"big": 0.5}))
     assert set(dock.export(tmp_path / "after_rename.csv")["particle_type"]) <= {"big", "small"}
     dock.evaluate()
@@ -317,7 +318,7 @@ def test_export_of_all_classes_in_one_class_formats_writes_a_file_per_class(
         predicted, tmp_path, fmt, suffix):
     dock, _ = predicted
     for name in ("big", "small"):
-        dock._rows[name][1].setValue(0.05)
+        dock.thresholds.rows[name].slider.setValue(0.05)
     written = dock.export(tmp_path / f"blob_2{suffix}", format=fmt)
     assert sorted(written["particle_type"].unique()) == ["big", "small"]
     files = sorted(Path(p).name for p in dock.export_panel.written)

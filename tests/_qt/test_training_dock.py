@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -15,8 +16,9 @@ from qtpy.QtWidgets import QFileDialog
 from napari_semietpicker._qt._layer_tools import classes_of_layers
 from napari_semietpicker._qt._widgets import LatenessProbe
 from napari_semietpicker._qt.training import TrainingWidget
+from napari_semietpicker._qt.training_sets import checked_keys
 from napari_semietpicker.checkpoint import CONFIG, load_card, load_model
-from napari_semietpicker.classes import PRESETS as CLASS_PRESETS
+from napari_semietpicker.classes import CLASS_PRESETS
 from napari_semietpicker.io.picks import empty_picks
 from napari_semietpicker.layers import META, PICKS, image_layer, picks_layers, points_layer
 
@@ -41,7 +43,7 @@ def test_lists_labelled_tomograms_and_their_classes(blob_viewer):
     texts = [dock.labelled_list.item(i).text() for i in range(dock.labelled_list.count())]
     assert texts[0] == "blob_0: 10 picks (big 5, small 5)"
     assert texts[2] == "blob_2: no picks layers"
-    assert dock._checked(dock.labelled_list) == {"blob_0", "blob_1"}
+    assert checked_keys(dock.labelled_list) == {"blob_0", "blob_1"}
     assert dock.classes_label.text() == "Classes: big (60 Å), small (40 Å)"
     # Clicking a point into a picks layer updates the counts.
     layer = next(la for la in blob_viewer.layers
@@ -85,9 +87,8 @@ def test_tiny_run_with_cotraining_writes_and_announces_a_model(blob_viewer, qtbo
     # depends on the machine's speed, so only the summary's presence is checked here).
     assert dock.probe.summary() in dock.status.text()
 
-    # Continue training the same folder: it resumes at step 5.
-    dock.cotrain_spin.setValue(0)
-    dock.burnin_spin.setValue(2)
+    # Continue training the same folder up to 7 steps (totals): co-training goes on at step 5.
+    dock.cotrain_spin.setValue(4)
     dock.resume_check.setChecked(True)
     dock.start()
     qtbot.waitUntil(lambda: not dock.running, timeout=60_000)
@@ -105,7 +106,7 @@ def test_tiny_run_with_cotraining_writes_and_announces_a_model(blob_viewer, qtbo
 def test_stop_returns_quickly_and_keeps_a_loadable_model(blob_viewer, qtbot, tmp_path):
     dock = make_dock(blob_viewer, tmp_path / "model", burn_in=10_000)
     steps = []
-    dock._relay.progress.connect(lambda report: steps.append(time.perf_counter()))
+    dock.progressed.connect(lambda report: steps.append(time.perf_counter()))
     dock.start()
     qtbot.waitUntil(lambda: len(steps) >= 3, timeout=60_000)
     asked = time.perf_counter()
@@ -132,7 +133,7 @@ def test_binned_training_and_continuing_at_the_models_binning(blob_viewer, qtbot
     assert card.voxel_size == 20.0 and card.history["steps_done"] == 2  # 10 A layers, binned
     # Continuing with the dock back at 1x trains on with the model's binning, and says so.
     dock.bin_combo.setCurrentText("1x")
-    dock.burnin_spin.setValue(1)
+    dock.burnin_spin.setValue(3)
     dock.resume_check.setChecked(True)
     dock.start()
     assert "binning 2x, as the model was trained" in dock.status.text()
@@ -204,7 +205,7 @@ def test_closing_napari_while_training_stops_and_keeps_the_model(tmp_path):
 def test_closing_the_viewer_mid_run_waits_for_the_model(blob_viewer, qtbot, tmp_path):
     dock = make_dock(blob_viewer, tmp_path / "model", burn_in=100_000)
     steps = []
-    dock._relay.progress.connect(steps.append)
+    dock.progressed.connect(steps.append)
     dock.start()
     job = dock._worker
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60_000)
@@ -237,7 +238,7 @@ def test_removed_docks_disconnect_and_stop_their_run(blob_viewer, qtbot, tmp_pat
     training.device_combo.setCurrentText("cpu")
     training.folder_edit.setText(str(tmp_path / "model"))
     steps = []
-    training._relay.progress.connect(steps.append)
+    training.progressed.connect(steps.append)
     assert training.start()
     job = training._worker
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60_000)
@@ -271,25 +272,25 @@ def test_a_tomogram_gaining_picks_is_ticked_as_labelled(make_napari_viewer, blob
     tomogram = blob_set["tomograms"][0]
     viewer.add_layer(Layer.create(*image_layer(tomogram)))
     dock = TrainingWidget(viewer)
-    assert dock._checked(dock.labelled_list) == set()
+    assert checked_keys(dock.labelled_list) == set()
     [layer] = [viewer.add_layer(Layer.create(*item)) for item in
                picks_layers(empty_picks(), blob_set["classes"][:1], tomogram.name)]
-    assert dock._checked(dock.labelled_list) == set()  # no picks yet
+    assert checked_keys(dock.labelled_list) == set()  # no picks yet
     layer.add([[30.0, 40.0, 40.0]])
-    assert dock._checked(dock.labelled_list) == {"blob_0"}
+    assert checked_keys(dock.labelled_list) == {"blob_0"}
     dock.set_checked([])  # the user's untick stays while picks are added
     layer.add([[20.0, 40.0, 40.0]])
-    assert dock._checked(dock.labelled_list) == set()
+    assert checked_keys(dock.labelled_list) == set()
 
 
 def test_cpu_defaults_eta_and_cotraining_follow_the_machine_and_the_ticks(blob_viewer, qtbot,
                                                                           monkeypatch):
-    from napari_semietpicker._qt import train_job
+    from napari_semietpicker import compute
 
     dock = TrainingWidget(blob_viewer)
     devices = [dock.device_combo.itemText(i) for i in range(dock.device_combo.count())]
-    assert devices == train_job.available_devices()  # no "cuda" on a machine without one
-    if not train_job.has_accelerator():
+    assert devices == compute.available_devices()  # no "cuda" on a machine without one
+    if not compute.has_accelerator():
         assert dock.bin_combo.currentText() == "2x" and dock.preset_combo.currentText() == "light"
         assert dock.crop_spin.value() == 64 and dock.burnin_spin.value() == 200
     # Ticking an unlabelled tomogram turns co-training on; unticking all turns it off.
@@ -305,8 +306,7 @@ def test_cpu_defaults_eta_and_cotraining_follow_the_machine_and_the_ticks(blob_v
     dock.burnin_spin.setValue(100)
     assert dock.estimate_eta()
     qtbot.waitUntil(lambda: dock.eta_label.text().startswith("ETA"), timeout=60_000)
-    seconds = dock._estimates[dock._estimate_key()]
-    assert seconds > 0 and f"for 100 steps here ({seconds:.2f} s per step" in \
-        dock.eta_label.text()
+    timed = re.search(r"for 100 steps here \(([\d.]+) s per step", dock.eta_label.text())
+    assert timed is not None and float(timed.group(1)) > 0, dock.eta_label.text()
     dock.burnin_spin.setValue(200)  # new step counts: new ETA, no new timing
     assert "for 200 steps" in dock.eta_label.text() and not dock.estimate_eta()

@@ -41,7 +41,7 @@ def close_after_three(report: object) -> None:
         QTimer.singleShot(0, viewer.window.close)  # what File > Close Window does
 
 
-dock._relay.progress.connect(close_after_three)
+dock.progressed.connect(close_after_three)
 assert dock.start(), dock.status.text()
 napari.run()
 print(f"exited cleanly; model saved: {(model_dir / 'config.json').is_file()}; "

@@ -45,8 +45,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..classes import (
+    CLASS_PRESETS,
     DEFAULT_RADIUS_A,
-    PRESETS,
     ParticleClass,
     check_unique_names,
     classes_for_names,
@@ -100,7 +100,7 @@ class AnnotationState:
     ``state.events.classes`` and ``state.events.tomogram`` fire when they change.
     """
 
-    classes: list[ParticleClass] = field(default_factory=lambda: list(PRESETS["czii"]))
+    classes: list[ParticleClass] = field(default_factory=lambda: list(CLASS_PRESETS["czii"]))
     tomogram: str = ""
     if TYPE_CHECKING:
         events: ClassVar[_AnnotationEvents]  # made by @evented, per instance
@@ -148,7 +148,7 @@ class AnnotationWidget(QWidget):
 
     def set_preset(self, name: str) -> None:
         """Use a preset's classes (``"czii"``)."""
-        self.set_classes(list(PRESETS[name]))
+        self.set_classes(list(CLASS_PRESETS[name]))
 
     def load_classes_file(self, path: str | Path) -> bool:
         """Read classes from a JSON/YAML file; a bad file is reported, not raised."""
@@ -248,7 +248,7 @@ class AnnotationWidget(QWidget):
         self.tomogram_combo = QComboBox()
         self.tomogram_combo.currentTextChanged.connect(self._on_tomogram_changed)
         self.preset_combo = QComboBox()
-        self.preset_combo.addItems([*PRESETS, CUSTOM])
+        self.preset_combo.addItems([*CLASS_PRESETS, CUSTOM])
         self.preset_combo.textActivated.connect(self._on_preset_chosen)
         load_button = QPushButton("Load…")
         load_button.setToolTip("Read classes from a JSON or YAML file (name, radius_A, ...)")
@@ -317,7 +317,8 @@ class AnnotationWidget(QWidget):
                 self.table.setItem(row, column, item)
         self.table.blockSignals(False)
         self._fit_table_width()
-        preset = next((k for k, v in PRESETS.items() if list(v) == self.state.classes), CUSTOM)
+        preset = next((k for k, v in CLASS_PRESETS.items() if list(v) == self.state.classes),
+                      CUSTOM)
         self.preset_combo.setCurrentText(preset)
 
     def _classes_from_table(self) -> list[ParticleClass]:
@@ -422,7 +423,7 @@ class AnnotationWidget(QWidget):
         self._say(f"{layer.name}: {ROLE_HELP[meta['role']]}.")
 
     def _on_preset_chosen(self, name: str) -> None:
-        if name in PRESETS:
+        if name in CLASS_PRESETS:
             self.set_preset(name)
 
     def _add_class(self) -> None:

@@ -4,9 +4,10 @@ and a per-class table with the CZII score."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import napari
 import numpy as np
 import pandas as pd
 from napari.layers import Points
@@ -30,9 +31,7 @@ from ..metrics import CZII_BETA, CZII_DISTANCE_FACTOR, Evaluation, evaluate, mat
 from ._layer_tools import find_layer, layer_meta, layer_picks, role_layers
 from ._widgets import fit_table_height
 from .corrections import Prediction
-
-if TYPE_CHECKING:
-    from .prediction import PredictionWidget
+from .prediction_state import PredictionState, current_picks
 
 MISSED = "missed"
 #: Hits, false picks and missed references differ by symbol, not hue: hues are the classes'.
@@ -44,12 +43,17 @@ LAYERS_NOTE = "reference: layers of role 'reference'"
 
 
 class EvaluationPanel(QGroupBox):
-    """Evaluate the prediction dock's current picks against reference picks."""
+    """Evaluate the current prediction's picks against reference picks.
 
-    def __init__(self, dock: PredictionWidget) -> None:
+    ``say(text, error)`` reports into the status line of the dock that holds the panel.
+    """
+
+    def __init__(self, viewer: napari.Viewer, state: PredictionState,
+                 say: Callable[[str, bool], None]) -> None:
         super().__init__("Evaluation (CZII hit rule, 0.5 x radius)")
-        self.dock = dock
-        self.viewer = dock.viewer
+        self.viewer = viewer
+        self.state = state
+        self._say = say
         self.evaluation: Evaluation | None = None
         self._reference_file: pd.DataFrame | None = None
         layout = QVBoxLayout(self)
@@ -83,7 +87,7 @@ class EvaluationPanel(QGroupBox):
             try:
                 self.set_reference_file(path)
             except (ValueError, OSError) as err:
-                self.dock.status.say(str(err), error=True)
+                self._say(str(err), True)
 
     def set_reference_file(self, path: str | Path | None) -> None:
         """Evaluate against a picks file instead of reference layers (None: layers again)."""
@@ -108,11 +112,11 @@ class EvaluationPanel(QGroupBox):
         try:
             self.evaluate()
         except ValueError as err:
-            self.dock.status.say(str(err), error=True)
+            self._say(str(err), True)
 
     def evaluate(self) -> Evaluation:
         """Score the current picks, colour them TP/FP, show missed references and a table."""
-        prediction = self.dock.current
+        prediction = self.state.current
         if prediction is None:
             raise ValueError("Predict this tomogram first.")
         reference = self.reference_picks(prediction)
@@ -123,7 +127,7 @@ class EvaluationPanel(QGroupBox):
         names = {c.name for c in classes}
         ignored = sorted(set(reference["particle_type"]) - names)
         reference = reference[reference["particle_type"].isin(names)]
-        predicted = self.dock.predicted_picks()
+        predicted = current_picks(self.viewer, prediction)
         self.evaluation = evaluate(predicted, reference, classes)
         missed = [self._colour_hits(prediction, cls, predicted, reference) for cls in classes]
         self._show_missed(prediction, classes, missed)
@@ -136,7 +140,7 @@ class EvaluationPanel(QGroupBox):
                          for r in per_class.to_dict(orient="records"))
             + "  (symbols: ● hit, ✕ false pick, ■ missed)")
         note = f" (ignored reference classes {', '.join(ignored)})" if ignored else ""
-        self.dock.status.say(f"CZII score {self.evaluation.score:.3f}{note}")
+        self._say(f"CZII score {self.evaluation.score:.3f}{note}", False)
         return self.evaluation
 
     def refresh(self) -> None:
@@ -167,7 +171,7 @@ class EvaluationPanel(QGroupBox):
                                         CZII_DISTANCE_FACTOR * cls.radius_A)
         layer = find_layer(self.viewer, Points, prediction.tomogram, PREDICTED, cls.name)
         if layer is not None and len(layer.data):
-            with self.dock.own_changes():
+            with self.state.own_changes():
                 layer.symbol = np.where(pred_hit, TP_SYMBOL, FP_SYMBOL)
         return ref[~ref_hit]
 

@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import napari
 import pandas as pd
 from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QPushButton
 
 from .._writer import write_per_group
 from ..io.formats import write_picks
-
-if TYPE_CHECKING:
-    from .prediction import PredictionWidget
+from .corrections import Prediction
+from .prediction_state import PredictionState, current_picks
 
 ALL_CLASSES = "all classes"
 #: (label, format for io.formats.write_picks, file suffix)
@@ -25,11 +26,18 @@ ONE_CLASS_FORMATS = ("coords", "copick")
 
 
 class ExportPanel(QGroupBox):
-    """Choose the classes and the format, then write the prediction dock's current picks."""
+    """Choose the classes and the format, then write the current prediction's picks.
 
-    def __init__(self, dock: PredictionWidget) -> None:
+    The class choices follow ``state.current``; ``say(text, error)`` reports into the
+    status line of the dock that holds the panel.
+    """
+
+    def __init__(self, viewer: napari.Viewer, state: PredictionState,
+                 say: Callable[[str, bool], None]) -> None:
         super().__init__("Export")
-        self.dock = dock
+        self.viewer = viewer
+        self.state = state
+        self._say = say
         self.written: list[str] = []  # the files of the last export
         layout = QHBoxLayout(self)
         self.scope_combo = QComboBox()
@@ -41,6 +49,10 @@ class ExportPanel(QGroupBox):
         layout.addWidget(self.format_combo)
         layout.addWidget(export_button)
         self.set_classes([])
+        state.events.current.connect(self._follow_current)
+
+    def _follow_current(self, prediction: Prediction | None) -> None:
+        self.set_classes([] if prediction is None else [c.name for c in prediction.card.classes])
 
     def set_classes(self, names: list[str]) -> None:
         """The classes that can be exported alone (besides all of them)."""
@@ -54,10 +66,10 @@ class ExportPanel(QGroupBox):
         Formats of one class per file (.coords, copick JSON) write ``<stem>_<class>`` files
         when several classes are exported, as File > Save does; ``written`` lists them.
         """
-        prediction = self.dock.current
+        prediction = self.state.current
         if prediction is None:
             raise ValueError("no prediction to export: pick a tomogram first")
-        picks = self.dock.predicted_picks(class_name)
+        picks = current_picks(self.viewer, prediction, class_name)
         options: dict[str, Any] = {"format": format, "voxel_size": prediction.voxel_size,
                    "shape_by_experiment": {prediction.tomogram: prediction.shape}}
         if format in ONE_CLASS_FORMATS:
@@ -76,6 +88,6 @@ class ExportPanel(QGroupBox):
         try:
             picks = self.export(path, fmt, None if scope == ALL_CLASSES else scope)
         except (ValueError, OSError) as err:
-            self.dock.status.say(f"Export failed: {err}", error=True)
+            self._say(f"Export failed: {err}", True)
             return
-        self.dock.status.say(f"Wrote {len(picks)} picks to {', '.join(self.written)}")
+        self._say(f"Wrote {len(picks)} picks to {', '.join(self.written)}", False)

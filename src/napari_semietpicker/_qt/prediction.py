@@ -11,8 +11,7 @@ of their own.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,11 @@ from qtpy.QtWidgets import (
 )
 
 from ..checkpoint import WEIGHTS, save_thresholds
+from ..compute import available_devices
 from ..io.picks import empty_picks
 from ..layers import PREDICTED
 from ..metrics import Evaluation
+from ..pipeline import Picked, Picker
 from ..predict import PredictConfig
 from ._layer_tools import (
     HEATMAP,
@@ -45,8 +46,6 @@ from ._layer_tools import (
     image_tomogram,
     layer_meta,
     layer_origin,
-    layer_picks,
-    role_layers,
     show_heatmap,
     to_layer_data,
     tomogram_images,
@@ -59,8 +58,8 @@ from .evaluation import EvaluationPanel
 from .export import ExportPanel
 from .lifecycle import BackgroundJob, DockLifecycle
 from .predict_job import run_prediction
+from .prediction_state import PredictionState, current_picks
 from .thresholds import ThresholdRows
-from .train_job import available_devices
 from .training import TrainingWidget
 
 
@@ -72,10 +71,12 @@ class PredictionWidget(QWidget):
         self.viewer = napari_viewer
         self.predictions: dict[str, Prediction] = {}
         self.last_repick_ms: float | None = None
-        self._model_cache: tuple | None = None  # (dir, mtime, device, model, card)
+        #: The model last picked with, kept loaded while its folder holds these weights.
+        self.picker: Picker | None = None
+        #: What the panels share: the current prediction (see :class:`PredictionState`).
+        self.state = PredictionState()
         self._worker: BackgroundJob | None = None
         self._job: tuple | None = None
-        self._updating = False
         self._linked_docks: list[TrainingWidget] = []  # whose model_ready is connected
         self._relay = Relay(self)
         self._relay.progress.connect(self._on_progress)
@@ -122,7 +123,6 @@ class PredictionWidget(QWidget):
         layout.addWidget(self.progress_bar)
 
         self.thresholds = ThresholdRows(self.set_heatmap_visible, self.set_threshold)
-        self._rows = self.thresholds.rows
         self.histogram = self.thresholds.histogram
         self.labels_button = QPushButton("Use corrections as labels")
         self.labels_button.setToolTip("Copy the predicted (and corrected) points into picks "
@@ -139,11 +139,11 @@ class PredictionWidget(QWidget):
         self.thresholds.layout().addWidget(self.finetune_check)
         layout.addWidget(self.thresholds)
 
-        self.evaluation_panel = EvaluationPanel(self)
+        self.evaluation_panel = EvaluationPanel(self.viewer, self.state, self._say)
         self.evaluate_button = self.evaluation_panel.evaluate_button
         self.table = self.evaluation_panel.table
         layout.addWidget(self.evaluation_panel)
-        self.export_panel = ExportPanel(self)
+        self.export_panel = ExportPanel(self.viewer, self.state, self._say)
         layout.addWidget(self.export_panel)
         self.status = StatusLabel("Choose a model and a tomogram, then Predict.")
         layout.addWidget(self.status)
@@ -158,14 +158,9 @@ class PredictionWidget(QWidget):
         if set_combo_items(self.image_combo, names) != self.image_combo.currentText():
             self._show_current()
 
-    @contextmanager
-    def own_changes(self) -> Iterator[None]:
+    def own_changes(self) -> AbstractContextManager[None]:
         """Layer changes made inside are the dock's own, not a user's corrections."""
-        self._updating = True
-        try:
-            yield
-        finally:
-            self._updating = False
+        return self.state.own_changes()
 
     # -- the training dock and the model ---------------------------------------------------------
     def _training_dock(self) -> TrainingWidget | None:
@@ -200,6 +195,11 @@ class PredictionWidget(QWidget):
         return None if image is None else self.predictions.get(tomogram_name(image))
 
     # -- predicting ------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether a prediction is running in the worker thread."""
+        return self._worker is not None
+
     def predict(self) -> None:
         """Pick the chosen tomogram in a worker thread (a clear message if something's missing)."""
         if self._worker is not None:
@@ -220,17 +220,14 @@ class PredictionWidget(QWidget):
             self._say(str(err), error=True)
             return
         device = self.device_combo.currentText()
-        key = (model_dir, (model_dir / WEIGHTS).stat().st_mtime, device)
-        cached = self._model_cache[3:] if self._model_cache and self._model_cache[:3] == key \
-            else None
         config = PredictConfig(window=self.window_spin.value(), tta=self.tta_check.isChecked())
         self.predict_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self.progress_bar.setFormat("loading…")
         self._say(f"Picking {tomogram.name} with {model_dir.name}…")
-        self._job = (key, image, tomogram)
+        self._job = (model_dir, image)
         self._worker = BackgroundJob(
-            "prediction", run_prediction, model_dir, cached, tomogram, config, device,
+            "prediction", run_prediction, model_dir, self.picker, tomogram, config, device,
             lambda done, total: self._relay.progress.emit((done, total)),
             on_returned=self._on_predicted, on_error=self._on_error,
             on_finished=self._on_finished)
@@ -255,16 +252,18 @@ class PredictionWidget(QWidget):
         self.predict_button.setEnabled(True)
         self.stop_button.setEnabled(False)
 
-    def _on_predicted(self, result: tuple) -> None:
-        model, card, peaks, heat = result
-        key, image, tomogram = self._job
-        self._model_cache = (*key, model, card)
+    def _on_predicted(self, result: tuple[Picker, Picked]) -> None:
+        self.picker, picked = result
+        assert self._job is not None  # a job returned
+        model_dir, image = self._job
+        card, peaks, heat, tomogram = (self.picker.card, picked.peaks, picked.heatmaps,
+                                       picked.tomogram)
         peaks.picks["peak"] = np.arange(len(peaks.picks))
         name = tomogram.name
         previous = self.predictions.get(name)
         lost = sum(e.count for e in previous.edits.values()) if previous else 0
         self.predictions[name] = Prediction(
-            name, key[0], card, peaks, layer_origin(image), tomogram.voxel_size,
+            name, model_dir, card, peaks, layer_origin(image), tomogram.voxel_size,
             tomogram.shape, card.class_thresholds(),
             {c.name: Edits() for c in card.classes})
         self._add_layers(self.predictions[name], heat)
@@ -297,8 +296,8 @@ class PredictionWidget(QWidget):
     def _show_current(self) -> None:
         """Rebuild the class rows for the chosen tomogram's prediction."""
         prediction = self.current
+        self.state.current = prediction
         classes = [] if prediction is None else prediction.card.classes
-        self.export_panel.set_classes([c.name for c in classes])
         shown = {}
         for cls in classes:
             heat = self._find(Image, prediction.tomogram, HEATMAP, cls.name)
@@ -319,7 +318,7 @@ class PredictionWidget(QWidget):
         if self.current is None:
             return
         self.current.thresholds[class_name] = float(value)
-        _, slider, _ = self._rows[class_name]
+        slider = self.thresholds.rows[class_name].slider
         if abs(slider.value() - value) > 1e-9:
             slider.setValue(value)  # emits valueChanged, which re-picks
             return
@@ -341,8 +340,8 @@ class PredictionWidget(QWidget):
         except (OSError, ValueError) as err:
             self._say(f"Thresholds not saved: {err}", True)
             return
-        if self._model_cache and self._model_cache[0] == prediction.model_dir:
-            self._model_cache = None  # config.json changed: reload it next time
+        if self.picker is not None and self.picker.model_dir == prediction.model_dir:
+            self.picker = None  # config.json changed: reload it next time
         values = ", ".join(f"{k} {v:.2f}" for k, v in prediction.thresholds.items())
         self._say(f"Saved thresholds to {prediction.model_dir}: {values}")
 
@@ -366,7 +365,7 @@ class PredictionWidget(QWidget):
 
     def _on_points_edited(self, event: Any) -> None:  # a napari event (dynamic fields)
         """Record a user's addition, deletion or move in a predicted layer."""
-        if self._updating or str(getattr(event, "action", "")) not in ("added", "removed",
+        if self.state.updating or str(getattr(event, "action", "")) not in ("added", "removed",
                                                                           "changed"):
             return
         layer = event.source
@@ -403,13 +402,7 @@ class PredictionWidget(QWidget):
 
     def predicted_picks(self, class_name: str | None = None) -> pd.DataFrame:
         """The current (thresholded and corrected) picks of the chosen tomogram, Angstrom."""
-        prediction = self.current
-        if prediction is None:
-            raise ValueError("Predict this tomogram first.")
-        tables = [layer_picks(layer, prediction.origin, prediction.tomogram)
-                  for layer in role_layers(self.viewer, prediction.tomogram, PREDICTED)
-                  if class_name in (None, layer_meta(layer)["class"])]
-        return pd.concat(tables, ignore_index=True) if tables else empty_picks()
+        return current_picks(self.viewer, self.current, class_name)
 
     # -- corrections as labels -----------------------------------------------------------------
     def use_corrections_as_labels(self) -> int:

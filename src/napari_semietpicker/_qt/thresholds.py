@@ -4,6 +4,7 @@ picks and corrections for each class, with the score histogram of the cached pea
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QCheckBox, QGridLayout, QGroupBox, QLabel, QVBoxLayout
@@ -20,14 +21,24 @@ def count_text(picks: int, edits: int) -> str:
     return text + (f", {edits} edit{'s' if edits != 1 else ''}" if edits else "")
 
 
+@dataclass(frozen=True)
+class ClassRow:
+    """One class's widgets: its heatmap toggle, threshold slider and count of picks."""
+
+    heatmap: QCheckBox
+    slider: QLabeledDoubleSlider
+    count: QLabel
+
+
 class ThresholdRows(QGroupBox):
-    """One row per class: (heatmap checkbox, threshold slider, count label) in ``rows``."""
+    """One :class:`ClassRow` per class in ``rows`` (by class name), with the score
+    histogram of the cached peaks below."""
 
     def __init__(self, on_visible: Callable[[str, bool], None],
                  on_threshold: Callable[[str, float], None]) -> None:
         super().__init__("Picks per class: heatmap, threshold, count")
         self._on_visible, self._on_threshold = on_visible, on_threshold
-        self.rows: dict[str, tuple[QCheckBox, QLabeledDoubleSlider, QLabel]] = {}
+        self.rows: dict[str, ClassRow] = {}
         layout = QVBoxLayout(self)
         self.grid = QGridLayout()
         layout.addLayout(self.grid)
@@ -60,8 +71,8 @@ class ThresholdRows(QGroupBox):
             count = QLabel()
             for column, widget in enumerate((visible, slider, count)):
                 self.grid.addWidget(widget, i, column)
-            self.rows[cls.name] = (visible, slider, count)
+            self.rows[cls.name] = ClassRow(visible, slider, count)
 
     def set_count(self, class_name: str, picks: int, edits: int) -> None:
         if class_name in self.rows:
-            self.rows[class_name][2].setText(count_text(picks, edits))
+            self.rows[class_name].count.setText(count_text(picks, edits))

@@ -2,32 +2,34 @@
 
 A job trains a new model, continues one (``resume``: same folder, optimiser, step and
 schedule) or fine-tunes one (``init_from``: its weights, a fresh optimiser and schedule,
-written into a new folder).
+written into a new folder). The work is the core's (:mod:`..pipeline`); a job only holds
+the dock's inputs.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
 from ..checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..classes import ParticleClass
-from ..data import prepare_volume
 from ..geometry import same_voxel_size
-from ..io.formats import read_any_tomogram
-from ..io.tomogram import Tomogram, bin_tomogram
-from ..train import TrainConfig, Trainer, TrainProgress, TrainResult
+from ..io.tomogram import Tomogram
+from ..pipeline import TrainingSet, train
+from ..train import TrainConfig, TrainProgress, TrainResult
 
 
 @dataclass
 class TrainJob:
-    """Everything a training run needs, gathered on the GUI thread (no Qt objects inside)."""
+    """Everything a training run needs, gathered on the GUI thread (no Qt objects inside).
+
+    ``config.steps`` and ``config.cotrain_steps`` are the schedule's totals, also when
+    continuing (see :class:`~napari_semietpicker.train.TrainConfig`).
+    """
 
     config: TrainConfig
     classes: list[ParticleClass]
@@ -36,30 +38,22 @@ class TrainJob:
     out_dir: Path
     resume: bool = False
     init_from: Path | None = None
-    bin_factor: int = 1  # train on tomograms mean-binned this many times (a coarser model)
+    level: int = 0  # train on tomograms mean-binned 2**level times (a coarser model)
     notes: list[str] = field(default_factory=list)
-
-
-def _in_memory(tomogram: Tomogram, bin_factor: int) -> Tomogram:
-    """The tomogram binned as the job asks, its voxels read into memory."""
-    binned = bin_tomogram(tomogram, bin_factor)
-    return replace(binned, data=np.asarray(binned.data))
 
 
 def run_job(job: TrainJob, on_progress: Callable[[TrainProgress], None],
             should_stop: Callable[[], bool]) -> TrainResult:
-    """Prepare the volumes and train (in the worker thread: normalising can take seconds)."""
-    labelled = [prepare_volume(_in_memory(t, job.bin_factor), picks, job.classes)
-                for t, picks in job.labelled]
-    unlabelled = []
-    for source in job.unlabelled:
-        tomogram = read_any_tomogram(source) if isinstance(source, Path) else source
-        unlabelled.append(prepare_volume(_in_memory(tomogram, job.bin_factor)))
-        if should_stop():
-            return TrainResult(0, True, "stopped")
-    trainer = Trainer(job.config, job.classes, labelled, job.out_dir, unlabelled,
-                      resume=job.resume, init_from=job.init_from)
-    return trainer.run(on_progress=on_progress, should_stop=should_stop)
+    """Build the training set and train (in the worker thread: normalising takes seconds)."""
+    picks = pd.concat([p for _, p in job.labelled], ignore_index=True)
+    try:
+        training_set = TrainingSet.build([t for t, _ in job.labelled], picks, job.classes,
+                                         job.unlabelled, level=job.level,
+                                         should_stop=should_stop)
+    except InterruptedError:
+        return TrainResult(0, True, "stopped")
+    return train(training_set, job.config, job.out_dir, resume=job.resume,
+                 init_from=job.init_from, on_progress=on_progress, should_stop=should_stop)
 
 
 def _adopt_model(job: TrainJob, model_dir: Path) -> ModelCard:
@@ -75,25 +69,26 @@ def _adopt_model(job: TrainJob, model_dir: Path) -> ModelCard:
     job.config.preset = card.model.preset
     voxel_size = job.labelled[0][0].voxel_size
     factor = int(round(card.voxel_size / voxel_size))
-    if factor < 1 or not same_voxel_size(card.voxel_size, factor * voxel_size):
+    if factor < 1 or factor & (factor - 1) or \
+            not same_voxel_size(card.voxel_size, factor * voxel_size):
         raise ValueError(f"the model in {model_dir} works at {card.voxel_size:g} A voxels, "
-                         f"which no binning of these {voxel_size:g} A tomograms gives.")
-    if factor != job.bin_factor:
+                         f"which no binning by a power of 2 of these {voxel_size:g} A "
+                         "tomograms gives.")
+    level = factor.bit_length() - 1
+    if level != job.level:
         job.notes.append(f"binning {factor}x, as the model was trained")
-        job.bin_factor = factor
+        job.level = level
     return card
 
 
 def prepare_resume(job: TrainJob) -> None:
-    """Continue the model in ``job.out_dir``: the burn-in goes on for the steps asked."""
+    """Continue the model in ``job.out_dir`` up to the job's step totals."""
     if not (job.out_dir / TRAINER_STATE).is_file():
         raise ValueError(f"{job.out_dir} holds no training state ({TRAINER_STATE}) to "
                          "continue from: untick 'continue' to train a new model.")
     card = _adopt_model(job, job.out_dir)
-    done = int(card.history.get("steps_done", 0))
-    job.config.steps = done + job.config.steps
     job.resume = True
-    job.notes.append(f"continuing from step {done}")
+    job.notes.append(f"continuing from step {int(card.history.get('steps_done', 0))}")
 
 
 def prepare_fine_tune(job: TrainJob, model_dir: Path) -> None:
@@ -123,18 +118,3 @@ def copy_model(source: Path, target: Path) -> Path:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
     return target
-
-
-def available_devices() -> list[str]:
-    """The devices this machine has: ``auto``, then ``cuda`` and ``mps`` if present, ``cpu``."""
-    devices = ["auto"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        devices.append("mps")
-    return [*devices, "cpu"]
-
-
-def has_accelerator() -> bool:
-    """Whether ``auto`` trains on a GPU (CUDA or Apple MPS) rather than the CPU."""
-    return len(available_devices()) > 2

@@ -33,8 +33,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..checkpoint import CONFIG, WEIGHTS, load_card, model_exists
+from ..compute import available_devices, has_accelerator
 from ..layers import PICKS
-from ..model import PRESETS
+from ..model import NETWORK_PRESETS
 from ..train import TrainConfig, TrainProgress, TrainResult, measure_step_seconds, training_seconds
 from ._layer_tools import (
     classes_of_layers,
@@ -56,10 +57,8 @@ from .lifecycle import BackgroundJob, DockLifecycle
 from .plots import LossPlot
 from .train_job import (
     TrainJob,
-    available_devices,
     copy_model,
     fine_tune_folder,
-    has_accelerator,
     prepare_fine_tune,
     prepare_resume,
     run_job,
@@ -69,7 +68,8 @@ from .training_sets import TrainingSets, checked_keys
 TRAINING = "training"  # the kind of the dock's background jobs
 #: Defaults on a machine without a GPU: a model that trains in minutes.
 CPU_CROP, CPU_BURN_IN = 64, 200
-#: Binning choices of the dock: 1x is the tomograms' own voxel size.
+#: Binning choices of the dock (powers of 2, pyramid levels 0, 1, 2): 1x is the
+#: tomograms' own voxel size.
 BIN_FACTORS = (1, 2, 4)
 
 
@@ -78,9 +78,11 @@ class TrainingWidget(QWidget):
 
     ``model_ready`` is emitted with the model folder whenever a model is trained or loaded,
     so the prediction dock can use it; ``last_model_dir`` holds the latest one.
+    ``progressed`` is emitted with each step's TrainProgress, on the GUI thread.
     """
 
     model_ready = Signal(str)
+    progressed = Signal(object)
     _checked = staticmethod(checked_keys)
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -110,14 +112,17 @@ class TrainingWidget(QWidget):
 
         form = QFormLayout()
         self.preset_combo = QComboBox()
-        self.preset_combo.addItems(list(PRESETS))
+        self.preset_combo.addItems(list(NETWORK_PRESETS))
         self.preset_combo.setCurrentText("light")
         self.preset_combo.setToolTip("tiny: tests; light: CPU; paper: ResNet-34 (GPU)")
         form.addRow("Network", self.preset_combo)
-        self.burnin_spin = self._spin(1, 1_000_000, 2000, "supervised steps on the labels")
+        self.burnin_spin = self._spin(1, 1_000_000, 2000, "supervised steps on the labels, "
+                                      "counted from the model's first step (continuing "
+                                      "trains up to the totals)")
         form.addRow("Burn-in steps", self.burnin_spin)
         self.cotrain_spin = self._spin(0, 1_000_000, 0, "EMA teacher-student steps with the "
-                                       "unlabelled tomograms (0: supervised only)")
+                                       "unlabelled tomograms after the burn-in (0: "
+                                       "supervised only); a total, also when continuing")
         form.addRow("Co-training steps", self.cotrain_spin)
         self.bin_combo = QComboBox()
         self.bin_combo.addItems([f"{f}x" for f in BIN_FACTORS])
@@ -142,7 +147,8 @@ class TrainingWidget(QWidget):
         folder, self.folder_edit = folder_row("new folder under ~/semietpicker-models",
                                               "Model folder")
         form.addRow("Model folder", folder)
-        self.resume_check = QCheckBox("continue training the model in this folder")
+        self.resume_check = QCheckBox("continue training the model in this folder (up to "
+                                      "the step totals above)")
         form.addRow(self.resume_check)
         layout.addLayout(form)
 
@@ -325,7 +331,7 @@ class TrainingWidget(QWidget):
                              device=self.device_combo.currentText())
         out_dir = self._model_folder()
         job = TrainJob(config, classes, labelled, unlabelled, out_dir,
-                       bin_factor=BIN_FACTORS[self.bin_combo.currentIndex()])
+                       level=BIN_FACTORS[self.bin_combo.currentIndex()].bit_length() - 1)
         if empty:
             job.notes.append(f"{', '.join(empty)} left out: no picks")
         if config.cotrain_steps and not unlabelled:
@@ -407,6 +413,7 @@ class TrainingWidget(QWidget):
                 f"{report.phase} %v/%m · loss {report.loss:.4g} · ETA "
                 f"{format_duration(report.eta_s)}")
         self.loss_plot.add(report.loss, report.loss_unlabelled)
+        self.progressed.emit(report)
 
     def _on_returned(self, result: TrainResult) -> None:
         self.result = result

@@ -104,7 +104,7 @@ def read_tomogram(path: str | Path, voxel_size: float | None = None) -> Tomogram
         voxel_size = header_size
     if not (np.isfinite(voxel_size) and voxel_size > 0):
         raise ValueError(f"{path}: voxel size must be a positive number, got {voxel_size}")
-    return Tomogram(data=data, voxel_size=float(voxel_size), name=tomogram_name(path),
+    return Tomogram(data=data, voxel_size=float(voxel_size), name=name_from_path(path),
                     origin_A=origin_A, source=str(path))
 
 
@@ -130,7 +130,7 @@ def bin_tomogram(tomogram: Tomogram, factor: int, slab: int = 32) -> Tomogram:
                    voxel_size=grid.voxel_size, offset_A=grid.offset_A)
 
 
-def tomogram_name(path: str | Path) -> str:
+def name_from_path(path: str | Path) -> str:
     """The name that ties a tomogram to its picks: the file stem (CZII ``experiment``)."""
     name = Path(path).name
     for suffix in (".zarr", *MRC_SUFFIXES):

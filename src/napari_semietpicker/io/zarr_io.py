@@ -26,7 +26,7 @@ import numpy as np
 
 from ..geometry import Grid, as_vec3, bin_volume, same_voxel_size
 from . import import_optional
-from .tomogram import MIN_SIDE, Tomogram, tomogram_name
+from .tomogram import MIN_SIDE, Tomogram, name_from_path
 
 #: Factors from OME-NGFF space units to Angstrom (copick writes "angstrom").
 UNIT_TO_ANGSTROM = {
@@ -66,7 +66,7 @@ def read_zarr_levels(source: ZarrSource, voxel_size: float | None = None,
         if not Path(source).exists():
             raise FileNotFoundError(f"{source}: no such zarr tomogram")
         store: Any = str(source)
-        name = name or tomogram_name(source)
+        name = name or name_from_path(source)
     else:
         store = source
     try:
@@ -248,7 +248,7 @@ def write_ome_zarr(path: str | Path, data: np.ndarray, voxel_size: float, levels
                 {"type": "scale", "scale": [grid.voxel_size] * 3},
                 {"type": "translation", "translation": list(grid.offset_A)}]})
         group.attrs["multiscales"] = [{
-            "version": "0.4", "name": tomogram_name(path),
+            "version": "0.4", "name": name_from_path(path),
             "axes": [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"],
             "datasets": datasets,
         }]
