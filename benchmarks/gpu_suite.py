@@ -35,19 +35,19 @@ import numpy as np
 import torch
 from train_speed import fake_labelled
 
-from napari_semietpicker.checkpoint import ModelCard
 from napari_semietpicker.classes import load_classes
 from napari_semietpicker.compute import use_available_cores
-from napari_semietpicker.data import prepare_volume
-from napari_semietpicker.io.tomogram import Tomogram, normalize, write_tomogram
-from napari_semietpicker.model import ModelConfig, build_model
-from napari_semietpicker.predict import (
+from napari_semietpicker.inference.predict import (
     PredictConfig,
     peaks_from_heatmaps,
     pick_tomogram,
     predict_heatmaps,
 )
-from napari_semietpicker.train import TrainConfig, Trainer
+from napari_semietpicker.io.tomogram import Tomogram, normalize, write_tomogram
+from napari_semietpicker.model.checkpoint import ModelCard
+from napari_semietpicker.model.network import ModelConfig, build_model
+from napari_semietpicker.training.data import prepare_volume
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_semietpicker.checkpoint import ModelCard
 from napari_semietpicker.classes import load_classes
+from napari_semietpicker.inference.predict import PredictConfig, pick_tomogram
 from napari_semietpicker.io.picks import write_picks_csv
 from napari_semietpicker.io.tomogram import read_tomogram, write_tomogram
-from napari_semietpicker.model import ModelConfig, build_model
-from napari_semietpicker.predict import PredictConfig, pick_tomogram
-from napari_semietpicker.train import resolve_device
+from napari_semietpicker.model.checkpoint import ModelCard
+from napari_semietpicker.model.network import ModelConfig, build_model
+from napari_semietpicker.training.loop import resolve_device
 
 CZII_SHAPE = (184, 630, 630)
 
@@ -67,8 +67,8 @@ def monai_baseline(path: Path, n_classes: int, device: torch.device, roi: int,
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import BasicUNet
 
-    from napari_semietpicker.heatmap import find_peaks
     from napari_semietpicker.io.tomogram import normalize
+    from napari_semietpicker.model.heatmap import find_peaks
 
     net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=n_classes,
                     features=(16, 16, 32, 64, 128, 16)).to(device).eval()

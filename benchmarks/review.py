@@ -29,14 +29,9 @@ import pandas as pd
 from ablation import print_per_run
 from scipy.spatial import cKDTree
 
-from napari_semietpicker.checkpoint import load_model
 from napari_semietpicker.classes import load_classes
-from napari_semietpicker.data import prepare_volume
-from napari_semietpicker.io.picks import positions_A
-from napari_semietpicker.io.tomogram import read_tomogram
-from napari_semietpicker.metrics import evaluate
-from napari_semietpicker.predict import PeakCache, PredictConfig, pick_tomogram
-from napari_semietpicker.review import (
+from napari_semietpicker.inference.predict import PeakCache, PredictConfig, pick_tomogram
+from napari_semietpicker.inference.review import (
     ACCEPT,
     CHANGE_CLASS,
     MOVE,
@@ -45,8 +40,13 @@ from napari_semietpicker.review import (
     build_queue,
     labels_after_review,
 )
+from napari_semietpicker.io.picks import positions_A
+from napari_semietpicker.io.tomogram import read_tomogram
+from napari_semietpicker.metrics import evaluate
+from napari_semietpicker.model.checkpoint import load_model
 from napari_semietpicker.simulate import simulate_dataset
-from napari_semietpicker.train import TrainConfig, Trainer, resolve_device
+from napari_semietpicker.training.data import prepare_volume
+from napari_semietpicker.training.loop import TrainConfig, Trainer, resolve_device
 
 ORDERS = ("ranked", "random", "score")
 

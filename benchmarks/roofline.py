@@ -37,18 +37,18 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from napari_semietpicker.checkpoint import ModelCard
 from napari_semietpicker.classes import load_classes
 from napari_semietpicker.compute import autocast, available_cores, use_available_cores
-from napari_semietpicker.io.tomogram import normalize, read_tomogram, write_tomogram
-from napari_semietpicker.losses import reweighted_mse
-from napari_semietpicker.model import ModelConfig, build_model
-from napari_semietpicker.predict import (
+from napari_semietpicker.inference.predict import (
     PredictConfig,
     peaks_from_heatmaps,
     predict_heatmaps,
     rescale_to_model,
 )
+from napari_semietpicker.io.tomogram import normalize, read_tomogram, write_tomogram
+from napari_semietpicker.model.checkpoint import ModelCard
+from napari_semietpicker.model.losses import reweighted_mse
+from napari_semietpicker.model.network import ModelConfig, build_model
 
 CZII_SHAPE = (184, 630, 630)
 

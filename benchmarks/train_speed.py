@@ -29,10 +29,10 @@ import torch
 
 from napari_semietpicker.classes import load_classes
 from napari_semietpicker.compute import autocast
-from napari_semietpicker.data import prepare_volume
 from napari_semietpicker.io.picks import picks_from_positions
 from napari_semietpicker.io.tomogram import Tomogram, bin_tomogram
-from napari_semietpicker.train import TrainConfig, Trainer, resolve_device
+from napari_semietpicker.training.data import prepare_volume
+from napari_semietpicker.training.loop import TrainConfig, Trainer, resolve_device
 
 CZII_SHAPE = (184, 630, 630)
 

@@ -17,12 +17,12 @@ import torch
 
 from napari_semietpicker import cli
 from napari_semietpicker._reader import napari_get_reader
-from napari_semietpicker.checkpoint import ModelCard, save_model
 from napari_semietpicker.classes import ParticleClass
 from napari_semietpicker.io import atomic
 from napari_semietpicker.io.picks import picks_from_positions, write_picks_csv
 from napari_semietpicker.io.tomogram import write_tomogram
-from napari_semietpicker.model import ModelConfig, build_model
+from napari_semietpicker.model.checkpoint import ModelCard, save_model
+from napari_semietpicker.model.network import ModelConfig, build_model
 
 BLOB = [ParticleClass("blob", 60.0)]
 

@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from napari_semietpicker.checkpoint import load_card
 from napari_semietpicker.cli import main
 from napari_semietpicker.io.formats import read_picks
+from napari_semietpicker.model.checkpoint import load_card
 
 
 @pytest.fixture(scope="module")

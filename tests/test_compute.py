@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from napari_semietpicker.checkpoint import ModelCard, save_model
 from napari_semietpicker.classes import ParticleClass
 from napari_semietpicker.cli import main
 from napari_semietpicker.compute import resolve_precision, use_available_cores
-from napari_semietpicker.io.tomogram import normalize, write_tomogram
-from napari_semietpicker.metrics import evaluate
-from napari_semietpicker.model import ModelConfig, build_model
-from napari_semietpicker.predict import (
+from napari_semietpicker.inference.predict import (
     PredictConfig,
     pick_tomogram,
     predict_heatmaps,
     read_window,
     reflect_index,
 )
+from napari_semietpicker.io.tomogram import normalize, write_tomogram
+from napari_semietpicker.metrics import evaluate
+from napari_semietpicker.model.checkpoint import ModelCard, save_model
+from napari_semietpicker.model.network import ModelConfig, build_model
 
 
 def random_model(seed: int = 0) -> torch.nn.Module:

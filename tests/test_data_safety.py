@@ -18,15 +18,15 @@ import torch
 from safetensors.torch import load_file
 
 import napari_semietpicker
-from napari_semietpicker.checkpoint import ModelCard, load_card, load_model, save_model
 from napari_semietpicker.classes import ParticleClass, classes_for_names
 from napari_semietpicker.cli import main
-from napari_semietpicker.data import prepare_volume
+from napari_semietpicker.inference.predict import pick_tomogram
 from napari_semietpicker.io.picks import picks_from_positions, write_picks_csv
 from napari_semietpicker.io.tomogram import Tomogram, write_tomogram
-from napari_semietpicker.model import ModelConfig, build_model
-from napari_semietpicker.predict import pick_tomogram
-from napari_semietpicker.train import TrainConfig, Trainer
+from napari_semietpicker.model.checkpoint import ModelCard, load_card, load_model, save_model
+from napari_semietpicker.model.network import ModelConfig, build_model
+from napari_semietpicker.training.data import prepare_volume
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 BLOB = [ParticleClass("blob", 60.0)]
 TINY = ModelConfig(n_classes=1, preset="tiny")
@@ -293,7 +293,7 @@ def test_classes_without_a_known_radius_are_named_in_a_warning(caplog):
 
 
 def test_a_crash_between_the_two_renames_of_a_swap_loses_no_model(tmp_path, monkeypatch):
-    from napari_semietpicker import checkpoint
+    from napari_semietpicker.model import checkpoint
 
     model_dir = tmp_path / "m"
     save_model(model_dir, _tiny_model(0), ModelCard(BLOB, 10.0, TINY))

@@ -23,10 +23,8 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_semietpicker.checkpoint import WEIGHTS, ModelCard
 from napari_semietpicker.classes import ParticleClass
 from napari_semietpicker.cli import main
-from napari_semietpicker.data import check_training_set, prepare_volume
 from napari_semietpicker.geometry import (
     Grid,
     bin_volume,
@@ -35,13 +33,15 @@ from napari_semietpicker.geometry import (
     resample,
     same_voxel_size,
 )
-from napari_semietpicker.heatmap import find_peaks, nms_kernels
+from napari_semietpicker.inference.predict import PredictConfig, pick_tomogram, predict_heatmaps
 from napari_semietpicker.io.formats import read_any_tomogram, read_picks, write_picks
 from napari_semietpicker.io.picks import picks_from_positions
 from napari_semietpicker.io.tomogram import Tomogram, bin_tomogram, write_tomogram
 from napari_semietpicker.io.zarr_io import read_zarr_tomogram, write_ome_zarr
-from napari_semietpicker.model import ModelConfig
-from napari_semietpicker.predict import PredictConfig, pick_tomogram, predict_heatmaps
+from napari_semietpicker.model.checkpoint import WEIGHTS, ModelCard
+from napari_semietpicker.model.heatmap import find_peaks, nms_kernels
+from napari_semietpicker.model.network import ModelConfig
+from napari_semietpicker.training.data import check_training_set, prepare_volume
 
 STRIDE = 2
 

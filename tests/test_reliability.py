@@ -12,9 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from napari_semietpicker._reader import napari_get_reader
-from napari_semietpicker.checkpoint import ModelCard, load_model, load_trainer_state, save_model
 from napari_semietpicker.classes import ParticleClass
-from napari_semietpicker.data import check_training_set, prepare_volume
+from napari_semietpicker.inference.predict import (
+    PredictConfig,
+    pick_tomogram,
+    predict_heatmaps,
+)
 from napari_semietpicker.io.picks import picks_from_positions, read_picks_csv, write_picks_csv
 from napari_semietpicker.io.tomogram import (
     Tomogram,
@@ -23,13 +26,15 @@ from napari_semietpicker.io.tomogram import (
     read_tomogram,
     write_tomogram,
 )
-from napari_semietpicker.model import ModelConfig, build_model
-from napari_semietpicker.predict import (
-    PredictConfig,
-    pick_tomogram,
-    predict_heatmaps,
+from napari_semietpicker.model.checkpoint import (
+    ModelCard,
+    load_model,
+    load_trainer_state,
+    save_model,
 )
-from napari_semietpicker.train import TrainConfig, Trainer
+from napari_semietpicker.model.network import ModelConfig, build_model
+from napari_semietpicker.training.data import check_training_set, prepare_volume
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 BLOB = [ParticleClass("blob", 60.0)]
 

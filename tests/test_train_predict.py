@@ -5,17 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from napari_semietpicker.checkpoint import (
-    load_card,
-    load_model,
-    load_trainer_state,
-    save_thresholds,
-)
-from napari_semietpicker.data import prepare_volume
 from napari_semietpicker.geometry import Grid
-from napari_semietpicker.io.tomogram import bin_tomogram
-from napari_semietpicker.metrics import evaluate
-from napari_semietpicker.predict import (
+from napari_semietpicker.inference.predict import (
     PeakCache,
     PredictConfig,
     peaks_from_heatmaps,
@@ -23,7 +14,16 @@ from napari_semietpicker.predict import (
     plan_axis,
     predict_heatmaps,
 )
-from napari_semietpicker.train import TrainConfig, Trainer
+from napari_semietpicker.io.tomogram import bin_tomogram
+from napari_semietpicker.metrics import evaluate
+from napari_semietpicker.model.checkpoint import (
+    load_card,
+    load_model,
+    load_trainer_state,
+    save_thresholds,
+)
+from napari_semietpicker.training.data import prepare_volume
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 TINY = dict(preset="tiny", crop=64, batch_size=2, checkpoint_every=1000)
 

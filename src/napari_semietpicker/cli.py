@@ -139,10 +139,10 @@ MODES = {  # ablation switches of the paper's Table 3
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .checkpoint import model_exists
     from .classes import load_classes
+    from .model.checkpoint import model_exists
     from .pipeline import TrainingSet, train
-    from .train import TrainConfig
+    from .training.loop import TrainConfig
 
     if model_exists(args.out) and not (args.overwrite or args.resume):
         raise ValueError(f"{args.out}: already holds a model; pass --resume to continue it or "
@@ -220,11 +220,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from . import distributed
+    from .inference.predict import PredictConfig
     from .io.formats import picks_format
     from .pipeline import Picker, pick_into
-    from .predict import PredictConfig
-    from .train import resolve_device
+    from .training import distributed
+    from .training.loop import resolve_device
 
     picks_format(args.out, args.format, reading=False)  # a bad --out fails before any work
     device = resolve_device(args.device)
@@ -349,9 +349,9 @@ def cmd_match(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .classes import load_classes
+    from .inference.template_matching import MatchConfig, match_tomogram
+    from .inference.thresholds import choose_thresholds
     from .io.formats import read_picks, write_picks
-    from .template_matching import MatchConfig, match_tomogram
-    from .thresholds import choose_thresholds
 
     classes = load_classes(args.classes)
     tomograms = _read_tomograms(_expand(args.tomograms), args)
@@ -560,8 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     command = "semietpicker"
     try:
-        from . import distributed
         from .compute import use_available_cores
+        from .training import distributed
 
         args = build_parser().parse_args(argv)
         use_available_cores()

@@ -18,18 +18,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import distributed as dist
-from .batch import parts_dir, prepare_parts, run_manifest
-from .checkpoint import WEIGHTS, ModelCard, load_model
 from .classes import ParticleClass
-from .data import Volume, prepare_volume, warn_unmatched_picks
+from .inference.batch import parts_dir, prepare_parts, run_manifest
+from .inference.predict import PeakCache, PredictConfig, pick_tomogram
 from .io.copick_io import read_copick_tomogram
 from .io.formats import picks_format, read_any_tomogram, read_picks, write_picks
 from .io.picks import empty_picks, read_picks_csv, write_picks_csv
 from .io.tomogram import Tomogram, bin_tomogram, write_tomogram
-from .model import AsymmetricUNet3D
-from .predict import PeakCache, PredictConfig, pick_tomogram
-from .train import TrainConfig, Trainer, TrainProgress, TrainResult, resolve_device
+from .model.checkpoint import WEIGHTS, ModelCard, load_model
+from .model.network import AsymmetricUNet3D
+from .training import distributed as dist
+from .training.data import Volume, prepare_volume, warn_unmatched_picks
+from .training.loop import TrainConfig, Trainer, TrainProgress, TrainResult, resolve_device
 
 log = logging.getLogger(__name__)
 

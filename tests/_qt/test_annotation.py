@@ -11,8 +11,8 @@ from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QColorDialog
 
 from napari_semietpicker._qt.annotation import AnnotationWidget
-from napari_semietpicker.autosave import autosave_path, load_autosave
 from napari_semietpicker.classes import CLASS_PRESETS
+from napari_semietpicker.io.autosave import autosave_path, load_autosave
 from napari_semietpicker.io.picks import picks_from_positions, write_picks_csv
 from napari_semietpicker.io.tomogram import write_tomogram
 from napari_semietpicker.layers import META, PICKS
@@ -108,7 +108,7 @@ def test_every_edit_is_in_the_autosave_at_once(make_napari_viewer, mrc_path: Pat
 
 def test_a_failed_save_is_retried_when_the_viewer_closes(make_napari_viewer, mrc_path: Path,
                                                          monkeypatch) -> None:
-    from napari_semietpicker import autosave
+    from napari_semietpicker.io import autosave
 
     viewer, widget = open_with_dock(make_napari_viewer, mrc_path)
     layers = widget.make_picks_layers()

@@ -5,8 +5,8 @@ import pytest
 from test_geometry import STRIDE, PoolNet, _blob_volume, card_for
 
 from napari_semietpicker._qt._layer_tools import show_heatmap
+from napari_semietpicker.inference.predict import PredictConfig, pick_tomogram
 from napari_semietpicker.io.tomogram import Tomogram
-from napari_semietpicker.predict import PredictConfig, pick_tomogram
 
 
 def test_heatmap_layer_of_a_binned_model_is_centred_on_its_voxels(make_napari_viewer):

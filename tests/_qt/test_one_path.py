@@ -15,12 +15,12 @@ from napari.layers import Image, Layer
 from napari_semietpicker._qt.prediction import HEATMAP, PredictionWidget
 from napari_semietpicker._qt.train_job import TrainJob, prepare_resume, run_job
 from napari_semietpicker._qt.training import TrainingWidget
-from napari_semietpicker.checkpoint import load_model
 from napari_semietpicker.cli import main
 from napari_semietpicker.io.formats import read_picks, write_picks
 from napari_semietpicker.io.tomogram import write_tomogram
 from napari_semietpicker.layers import META, PICKS, image_layer, picks_layers
-from napari_semietpicker.train import TrainConfig
+from napari_semietpicker.model.checkpoint import load_model
+from napari_semietpicker.training.loop import TrainConfig
 
 SHAPE = (64, 64, 64)
 STEPS, COTRAIN = 3, 2

@@ -17,13 +17,13 @@ from napari_semietpicker._qt.evaluation import FN_SYMBOL, FP_SYMBOL, MISSED, TP_
 from napari_semietpicker._qt.prediction import HEATMAP, PredictionWidget
 from napari_semietpicker._qt.training import TrainingWidget
 from napari_semietpicker._qt.training_sets import checked_keys
-from napari_semietpicker.checkpoint import load_card
-from napari_semietpicker.data import prepare_volume
 from napari_semietpicker.io.formats import read_picks
 from napari_semietpicker.io.picks import read_picks_csv
 from napari_semietpicker.layers import META, PICKS, PREDICTED, REFERENCE, picks_from_layer
 from napari_semietpicker.metrics import evaluate, match_picks
-from napari_semietpicker.train import TrainConfig, Trainer
+from napari_semietpicker.model.checkpoint import load_card
+from napari_semietpicker.training.data import prepare_volume
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 from napari_semietpicker._reader import napari_get_reader
 from napari_semietpicker._sample import SAMPLE_SHAPE, SAMPLE_VOXEL_A, sample_tomogram
 from napari_semietpicker._writer import write_points
-from napari_semietpicker.autosave import autosave_path, load_autosave, save_autosave, set_aside
 from napari_semietpicker.classes import DEFAULT_RADIUS_A, PALETTE, classes_for_names
+from napari_semietpicker.io.autosave import autosave_path, load_autosave, save_autosave, set_aside
 from napari_semietpicker.io.picks import picks_from_positions, read_picks_csv, write_picks_csv
 from napari_semietpicker.io.tomogram import write_tomogram
 from napari_semietpicker.io.zarr_io import write_ome_zarr

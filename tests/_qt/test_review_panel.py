@@ -13,9 +13,9 @@ from test_prediction_dock import model_dir, predicted  # noqa: F401 (fixtures)
 
 from napari_semietpicker._qt._layer_tools import layer_meta, layer_picks, role_layers
 from napari_semietpicker._qt.review import KEYS, ReviewWidget
-from napari_semietpicker.data import prepare_volume
+from napari_semietpicker.inference.review import load_decisions
 from napari_semietpicker.layers import PICKS
-from napari_semietpicker.review import load_decisions
+from napari_semietpicker.training.data import prepare_volume
 
 
 def press(viewer, key: int, modifier=Qt.NoModifier) -> None:

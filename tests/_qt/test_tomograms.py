@@ -83,7 +83,7 @@ def test_a_predictions_file_opens_as_predictions_and_the_dock_makes_it_labels(
     assert widget.counts()["ribosome"] == 2  # counted (and trained on) as labels
     layer.add(np.array([[5.0, 5.0, 5.0]]))
     widget.save_now()
-    from napari_semietpicker.autosave import autosave_path, load_autosave
+    from napari_semietpicker.io.autosave import autosave_path, load_autosave
 
     saved = load_autosave(autosave_path(folder / "TS_01.mrc"))
     assert saved is not None and len(saved) == 3

@@ -17,10 +17,10 @@ from napari_semietpicker._qt._layer_tools import classes_of_layers
 from napari_semietpicker._qt._widgets import LatenessProbe
 from napari_semietpicker._qt.training import TrainingWidget
 from napari_semietpicker._qt.training_sets import checked_keys
-from napari_semietpicker.checkpoint import CONFIG, load_card, load_model
 from napari_semietpicker.classes import CLASS_PRESETS
 from napari_semietpicker.io.picks import empty_picks
 from napari_semietpicker.layers import META, PICKS, image_layer, picks_layers, points_layer
+from napari_semietpicker.model.checkpoint import CONFIG, load_card, load_model
 
 
 def make_dock(viewer, folder, burn_in: int, cotrain: int = 0) -> TrainingWidget:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from qtpy.QtWidgets import QMessageBox
 from test_training_dock import make_dock
 
-from napari_semietpicker.checkpoint import CONFIG
+from napari_semietpicker.model.checkpoint import CONFIG
 
 
 def test_the_dock_asks_before_replacing_a_model(blob_viewer, qtbot, tmp_path, monkeypatch):

@@ -17,7 +17,6 @@ from napari.layers import Image, Layer, Points
 from napari.utils.colormaps import Colormap
 from napari.utils.colormaps.standardize_color import transform_color
 
-from ..checkpoint import ModelCard
 from ..classes import ParticleClass
 from ..geometry import Grid, same_voxel_size
 from ..io.tomogram import Tomogram
@@ -30,6 +29,7 @@ from ..layers import (
     picks_from_layer,
     points_layer,
 )
+from ..model.checkpoint import ModelCard
 
 HEATMAP = "heatmap"  # the role of a predicted heatmap (an Image layer per class)
 

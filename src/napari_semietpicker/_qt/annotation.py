@@ -54,9 +54,9 @@ from ..classes import (
     load_classes,
     save_classes,
 )
+from ..inference.merge import picks_not_near
 from ..io.picks import empty_picks
 from ..layers import PICKS, REFERENCE, ROLE_HELP, picks_layer_name
-from ..merge import picks_not_near
 from ._layer_tools import (
     add_points_layer,
     align_to_tomogram,

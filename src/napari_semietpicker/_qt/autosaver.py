@@ -17,10 +17,10 @@ import napari
 import pandas as pd
 from napari.layers import Image
 
-from .. import autosave
 from .._writer import concat_picks
+from ..inference.merge import autosave_table
+from ..io import autosave
 from ..layers import PICKS
-from ..merge import autosave_table
 from ._layer_tools import layer_meta, layer_picks, role_layers, tomogram_name
 
 

@@ -1,9 +1,10 @@
 """A tomogram's prediction in the prediction dock and the user's corrections of it.
 
-The prediction keeps every candidate peak (:class:`~napari_semietpicker.predict.PeakCache`),
-so a threshold only filters them. Corrections made with napari's Points tools (add, delete,
-move) are kept per class as :class:`Edits` and applied again after each threshold change;
-they can be merged into the tomogram's picks layers to become training labels.
+The prediction keeps every candidate peak
+(:class:`~napari_semietpicker.inference.predict.PeakCache`), so a threshold only filters
+them. Corrections made with napari's Points tools (add, delete, move) are kept per class
+as :class:`Edits` and applied again after each threshold change; they can be merged into
+the tomogram's picks layers to become training labels.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import numpy as np
 import pandas as pd
 from napari.layers import Points
 
-from ..checkpoint import ModelCard
 from ..classes import ParticleClass
+from ..inference.merge import picks_not_near
+from ..inference.predict import PeakCache
 from ..layers import PICKS, PREDICTED
-from ..merge import picks_not_near
 from ..metrics import CZII_DISTANCE_FACTOR
-from ..predict import PeakCache
+from ..model.checkpoint import ModelCard
 from ._layer_tools import add_points_layer, find_layer, layer_picks, to_layer_data
 
 #: the ``peak`` feature of points the user added (not a cached peak)

@@ -9,7 +9,7 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from ..predict import PEAK_FLOOR
+from ..inference.predict import PEAK_FLOOR
 
 BACKGROUND = "#1e1e1e"
 TEXT_COLOR = "#aaaaaa"

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..inference.predict import PredictConfig
 from ..io.tomogram import Tomogram
 from ..pipeline import Picked, Picker, pick
-from ..predict import PredictConfig
 
 
 def run_prediction(model_dir: Path, loaded: Picker | None, tomogram: Tomogram,

@@ -31,13 +31,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..checkpoint import WEIGHTS, save_thresholds
 from ..compute import available_devices
+from ..inference.predict import PredictConfig
 from ..io.picks import empty_picks
 from ..layers import PREDICTED
 from ..metrics import Evaluation
+from ..model.checkpoint import WEIGHTS, save_thresholds
 from ..pipeline import Picked, Picker
-from ..predict import PredictConfig
 from ._layer_tools import (
     HEATMAP,
     add_points_layer,

@@ -1,6 +1,6 @@
 """Review dock: the prediction's most uncertain picks first, answered from the keyboard.
 
-A thin face over :mod:`napari_semietpicker.review`: it builds the queue of the tomogram
+A thin face over :mod:`napari_semietpicker.inference.review`: it builds the queue of the tomogram
 chosen in the prediction dock, centres the viewer on one item at a time (slice, centre and
 zoom), records accept / reject / change class / move, autosaves every decision at once (a
 kill loses none; reopening the queue restores them) and turns the decisions into training
@@ -31,9 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..classes import ParticleClass
-from ..io.picks import NEGATIVE, POSITIVE
-from ..layers import META, PICKS
-from ..review import (
+from ..inference.review import (
     ACCEPT,
     CHANGE_CLASS,
     MOVE,
@@ -43,6 +41,8 @@ from ..review import (
     labels_after_review,
     review_path,
 )
+from ..io.picks import NEGATIVE, POSITIVE
+from ..layers import META, PICKS
 from ._layer_tools import HEATMAP, add_points_layer, find_layer, layer_meta, tomogram_name
 from ._widgets import StatusLabel
 from .corrections import USER_POINT, Prediction, add_to_labels

@@ -11,7 +11,7 @@ from qtpy.QtWidgets import QCheckBox, QGridLayout, QGroupBox, QLabel, QVBoxLayou
 from superqt import QLabeledDoubleSlider
 
 from ..classes import ParticleClass
-from ..predict import PEAK_FLOOR
+from ..inference.predict import PEAK_FLOOR
 from .plots import ScoreHistogram
 
 

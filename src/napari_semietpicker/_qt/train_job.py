@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..classes import ParticleClass
 from ..geometry import same_voxel_size
 from ..io.tomogram import Tomogram
+from ..model.checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..pipeline import TrainingSet, train
-from ..train import TrainConfig, TrainProgress, TrainResult
+from ..training.loop import TrainConfig, TrainProgress, TrainResult
 
 
 @dataclass
@@ -28,7 +28,7 @@ class TrainJob:
     """Everything a training run needs, gathered on the GUI thread (no Qt objects inside).
 
     ``config.steps`` and ``config.cotrain_steps`` are the schedule's totals, also when
-    continuing (see :class:`~napari_semietpicker.train.TrainConfig`).
+    continuing (see :class:`~napari_semietpicker.training.loop.TrainConfig`).
     """
 
     config: TrainConfig

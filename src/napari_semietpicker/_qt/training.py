@@ -1,9 +1,10 @@
 """Training dock: labelled and unlabelled tomograms from the viewer, a worker thread, a loss plot.
 
-The widget only gathers inputs and shows progress; :class:`~napari_semietpicker.train.Trainer`
-does the work in a napari worker thread. Progress crosses threads through a Qt signal, the
-Stop button sets a flag the training loop checks every step, and a timer measures how late
-the event loop runs while training (the viewer must stay responsive).
+The widget only gathers inputs and shows progress;
+:class:`~napari_semietpicker.training.loop.Trainer` does the work in a napari worker thread.
+Progress crosses threads through a Qt signal, the Stop button sets a flag the training loop
+checks every step, and a timer measures how late the event loop runs while training (the
+viewer must stay responsive).
 """
 
 from __future__ import annotations
@@ -32,11 +33,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..checkpoint import CONFIG, WEIGHTS, load_card, model_exists
 from ..compute import available_devices, has_accelerator
 from ..layers import PICKS
-from ..model import NETWORK_PRESETS
-from ..train import TrainConfig, TrainProgress, TrainResult, measure_step_seconds, training_seconds
+from ..model.checkpoint import CONFIG, WEIGHTS, load_card, model_exists
+from ..model.network import NETWORK_PRESETS
+from ..training.loop import (
+    TrainConfig,
+    TrainProgress,
+    TrainResult,
+    measure_step_seconds,
+    training_seconds,
+)
 from ._layer_tools import (
     classes_of_layers,
     image_tomogram,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from .classes import ParticleClass
+from ..classes import ParticleClass
 
 
 def class_sigmas(classes: Sequence[ParticleClass], voxel_size: float, stride: int) -> np.ndarray:

@@ -17,9 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import ModelCard
-from .compute import PRECISIONS, autocast
-from .geometry import (
+from ..compute import PRECISIONS, autocast
+from ..geometry import (
     Grid,
     output_to_input,
     plan_axis,
@@ -27,11 +26,12 @@ from .geometry import (
     same_voxel_size,
     window_multiple,
 )
-from .heatmap import find_peaks, nms_kernels
-from .io.picks import empty_picks, picks_from_positions
-from .io.tomogram import Tomogram, normalize
-from .model import SIZE_MULTIPLE, AsymmetricUNet3D, fold_batch_norms
-from .semi import FLIP_VIEWS, predict_views_with_spread
+from ..io.picks import empty_picks, picks_from_positions
+from ..io.tomogram import Tomogram, normalize
+from ..model.checkpoint import ModelCard
+from ..model.heatmap import find_peaks, nms_kernels
+from ..model.network import SIZE_MULTIPLE, AsymmetricUNet3D, fold_batch_norms
+from ..training.semi import FLIP_VIEWS, predict_views_with_spread
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from napari_semietpicker.heatmap import local_maxima, running_max
+from napari_semietpicker.model.heatmap import local_maxima, running_max
 
 
 @pytest.mark.parametrize("shape", [(5, 7, 9), (20, 31, 17), (1, 4, 40)])

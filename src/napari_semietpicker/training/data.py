@@ -12,12 +12,12 @@ import pandas as pd
 import torch
 from scipy.spatial import cKDTree
 
-from .classes import ParticleClass
-from .geometry import input_to_output, same_voxel_size
-from .heatmap import class_sigmas, render_targets
-from .io.picks import is_negative, positions_A, select
-from .io.tomogram import Tomogram, normalize
-from .model import SIZE_MULTIPLE
+from ..classes import ParticleClass
+from ..geometry import input_to_output, same_voxel_size
+from ..io.picks import is_negative, positions_A, select
+from ..io.tomogram import Tomogram, normalize
+from ..model.heatmap import class_sigmas, render_targets
+from ..model.network import SIZE_MULTIPLE
 
 log = logging.getLogger(__name__)
 

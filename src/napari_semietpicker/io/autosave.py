@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import platformdirs
 
-from .io.picks import empty_picks, read_picks_csv, write_picks_csv
-from .io.tomogram import name_from_path
+from .picks import empty_picks, read_picks_csv, write_picks_csv
+from .tomogram import name_from_path
 
 #: Environment variable that moves the autosave folder (tests, clusters with small homes).
 AUTOSAVE_ENV = "SEMIETPICKER_AUTOSAVE_DIR"

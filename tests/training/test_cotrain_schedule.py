@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_semietpicker.data import prepare_volume
-from napari_semietpicker.semi import ema_rate, unlabelled_weight_factor
-from napari_semietpicker.train import TrainConfig, Trainer
+from napari_semietpicker.training.data import prepare_volume
+from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.semi import ema_rate, unlabelled_weight_factor
 
 TINY = dict(preset="tiny", crop=64, batch_size=2, checkpoint_every=1000, auto_thresholds=False)
 

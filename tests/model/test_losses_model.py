@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from napari_semietpicker.losses import reweighted_mse
-from napari_semietpicker.model import ModelConfig, build_model, fold_batch_norms
+from napari_semietpicker.model.losses import reweighted_mse
+from napari_semietpicker.model.network import ModelConfig, build_model, fold_batch_norms
 
 
 def test_reweighted_mse_known_values():

@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
-from .autosave import autosave_path
-from .classes import ParticleClass
-from .geometry import Grid
-from .heatmap import class_sigmas, local_maxima, nms_kernels
-from .io.atomic import atomic_path
-from .io.picks import NEGATIVE, POSITIVE, positions_A, validate_picks
+from ..classes import ParticleClass
+from ..geometry import Grid
+from ..io.atomic import atomic_path
+from ..io.autosave import autosave_path
+from ..io.picks import NEGATIVE, POSITIVE, positions_A, validate_picks
+from ..model.heatmap import class_sigmas, local_maxima, nms_kernels
 
 #: Scores this far either side of the class threshold count as uncertain.
 THRESHOLD_BAND = 0.2

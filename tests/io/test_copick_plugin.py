@@ -18,7 +18,7 @@ from test_interop import VOXEL, project, volume  # noqa: E402, F401  (fixtures)
 from napari_semietpicker.classes import ParticleClass, save_classes  # noqa: E402
 from napari_semietpicker.io.copick_io import open_project, read_copick_picks  # noqa: E402
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 GROUPS = ("training", "inference", "evaluation")
 
 

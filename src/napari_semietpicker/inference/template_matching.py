@@ -27,12 +27,12 @@ from scipy import fft
 from scipy.spatial.transform import Rotation
 from scipy.special import erfcinv
 
-from .classes import ParticleClass
-from .heatmap import find_peaks, nms_kernels
-from .io.picks import empty_picks, picks_from_positions
-from .io.tomogram import Tomogram, normalize
+from ..classes import ParticleClass
+from ..io.picks import empty_picks, picks_from_positions
+from ..io.tomogram import Tomogram, normalize
+from ..model.heatmap import find_peaks, nms_kernels
+from ..simulate import class_template, missing_wedge_mask, render_particle
 from .predict import PeakCache
-from .simulate import class_template, missing_wedge_mask, render_particle
 
 #: Candidates are kept from this many standard deviations of the score map above its mean.
 CANDIDATE_SIGMAS = 2.0

@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
+from napari_semietpicker.inference.merge import autosave_table, picks_not_near
 from napari_semietpicker.io.picks import picks_from_positions
-from napari_semietpicker.merge import autosave_table, picks_not_near
 
 
 def picks(zyx, name="ribosome", tomogram="TS_01"):

@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_semietpicker.checkpoint import load_card
 from napari_semietpicker.classes import ParticleClass
-from napari_semietpicker.data import prepare_volume
+from napari_semietpicker.inference.predict import PEAK_FLOOR
+from napari_semietpicker.inference.thresholds import choose_thresholds, class_curve
 from napari_semietpicker.io.picks import picks_from_positions
 from napari_semietpicker.metrics import evaluate
-from napari_semietpicker.predict import PEAK_FLOOR
-from napari_semietpicker.thresholds import choose_thresholds, class_curve
-from napari_semietpicker.train import TrainConfig, Trainer
+from napari_semietpicker.model.checkpoint import load_card
+from napari_semietpicker.training.data import prepare_volume
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 CLS = ParticleClass("p", 100.0, 1.0)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from ._writer import concat_picks
+from .._writer import concat_picks
 
 #: Two picks of one class closer than this (Angstrom) are the same pick written twice.
 SAME_PICK_A = 0.5

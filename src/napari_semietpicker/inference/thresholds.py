@@ -22,13 +22,13 @@ import pandas as pd
 import torch
 from scipy.spatial import cKDTree
 
-from .checkpoint import ModelCard
-from .classes import ParticleClass
-from .data import Volume
-from .geometry import Grid
-from .io.picks import empty_picks, picks_from_positions, positions_A
-from .metrics import CZII_BETA, CZII_DISTANCE_FACTOR, precision_recall_fbeta
-from .model import AsymmetricUNet3D
+from ..classes import ParticleClass
+from ..geometry import Grid
+from ..io.picks import empty_picks, picks_from_positions, positions_A
+from ..metrics import CZII_BETA, CZII_DISTANCE_FACTOR, precision_recall_fbeta
+from ..model.checkpoint import ModelCard
+from ..model.network import AsymmetricUNet3D
+from ..training.data import Volume
 from .predict import PEAK_FLOOR, PredictConfig, peaks_from_heatmaps, predict_heatmaps
 
 

@@ -7,19 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from napari_semietpicker.checkpoint import ModelCard
 from napari_semietpicker.classes import ParticleClass
-from napari_semietpicker.data import CropSampler, prepare_volume
 from napari_semietpicker.geometry import Grid, input_to_output
-from napari_semietpicker.io.picks import picks_from_positions, read_picks_csv
-from napari_semietpicker.io.tomogram import Tomogram
-from napari_semietpicker.model import ModelConfig
-from napari_semietpicker.predict import (
+from napari_semietpicker.inference.predict import (
     PredictConfig,
     peaks_from_heatmaps,
     predict_heatmaps_with_spread,
 )
-from napari_semietpicker.review import (
+from napari_semietpicker.inference.review import (
     ACCEPT,
     CHANGE_CLASS,
     MOVE,
@@ -30,7 +25,12 @@ from napari_semietpicker.review import (
     labels_after_review,
     load_decisions,
 )
-from napari_semietpicker.semi import predict_views_with_spread
+from napari_semietpicker.io.picks import picks_from_positions, read_picks_csv
+from napari_semietpicker.io.tomogram import Tomogram
+from napari_semietpicker.model.checkpoint import ModelCard
+from napari_semietpicker.model.network import ModelConfig
+from napari_semietpicker.training.data import CropSampler, prepare_volume
+from napari_semietpicker.training.semi import predict_views_with_spread
 
 VOXEL, STRIDE = 10.0, 2
 CLASSES = [ParticleClass("a", 80.0, 1.0), ParticleClass("b", 80.0, 1.0)]  # sigma: 2 out voxels

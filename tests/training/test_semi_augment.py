@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from napari_semietpicker.augment import dropblock, dropblock_mask, random_flip_rot
-from napari_semietpicker.model import ModelConfig, build_model
-from napari_semietpicker.semi import (
+from napari_semietpicker.model.network import ModelConfig, build_model
+from napari_semietpicker.training.augment import dropblock, dropblock_mask, random_flip_rot
+from napari_semietpicker.training.semi import (
     FLIP_VIEWS,
     batchnorm_statistics_frozen,
     ema_update,

@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .classes import ParticleClass, classes_from_dict, classes_to_dicts
-from .io.atomic import current_umask, new_file_mode, sweep_orphans, temp_prefix, write_text_atomic
-from .model import AsymmetricUNet3D, ModelConfig, build_model
+from .. import __version__
+from ..classes import ParticleClass, classes_from_dict, classes_to_dicts
+from ..io.atomic import current_umask, new_file_mode, sweep_orphans, temp_prefix, write_text_atomic
+from .network import AsymmetricUNet3D, ModelConfig, build_model
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

@@ -4,7 +4,7 @@ import torch
 
 from napari_semietpicker.classes import ParticleClass
 from napari_semietpicker.geometry import input_to_output, output_to_input
-from napari_semietpicker.heatmap import (
+from napari_semietpicker.model.heatmap import (
     class_sigmas,
     find_peaks,
     nms_kernels,

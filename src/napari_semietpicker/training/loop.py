@@ -17,22 +17,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed as dist
-from .augment import random_flip_rot, random_intensity, strong_augment
-from .checkpoint import (
+from ..classes import ParticleClass
+from ..geometry import same_voxel_size
+from ..inference.predict import is_out_of_memory
+from ..inference.thresholds import tune_model_thresholds
+from ..metrics import CZII_BETA
+from ..model.checkpoint import (
     ModelCard,
     load_card,
     load_model,
     load_trainer_state,
     save_model,
 )
-from .classes import ParticleClass
+from ..model.losses import reweighted_mse
+from ..model.network import SIZE_MULTIPLE, AsymmetricUNet3D, ModelConfig, build_model
+from . import distributed as dist
+from .augment import random_flip_rot, random_intensity, strong_augment
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
-from .geometry import same_voxel_size
-from .losses import reweighted_mse
-from .metrics import CZII_BETA
-from .model import SIZE_MULTIPLE, AsymmetricUNet3D, ModelConfig, build_model
-from .predict import is_out_of_memory
 from .prefetch import Prefetcher
 from .semi import (
     FLIP_VIEWS,
@@ -42,7 +43,6 @@ from .semi import (
     predict_views,
     unlabelled_weight_factor,
 )
-from .thresholds import tune_model_thresholds
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_semietpicker.checkpoint import ModelCard, load_card, save_model
 from napari_semietpicker.classes import ParticleClass
 from napari_semietpicker.io.formats import read_picks
 from napari_semietpicker.io.picks import picks_from_positions
 from napari_semietpicker.io.star import write_star
 from napari_semietpicker.io.zarr_io import read_zarr_tomogram
-from napari_semietpicker.model import ModelConfig, build_model
+from napari_semietpicker.model.checkpoint import ModelCard, load_card, save_model
+from napari_semietpicker.model.network import ModelConfig, build_model
 
 FUZZ = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -401,9 +401,9 @@ def test_copick_project_to_relion5_and_back(project, tmp_path):
 
 
 def test_cli_trains_and_picks_from_a_copick_project(project, tmp_path):
-    from napari_semietpicker.checkpoint import load_card
     from napari_semietpicker.classes import ParticleClass, save_classes
     from napari_semietpicker.cli import main
+    from napari_semietpicker.model.checkpoint import load_card
 
     config, _ = project
     classes = tmp_path / "classes.json"

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from napari_semietpicker.prefetch import Prefetcher
+from napari_semietpicker.training.prefetch import Prefetcher
 
 
 def test_items_come_in_step_order_and_are_made_ahead():

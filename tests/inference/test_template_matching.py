@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 
 from napari_semietpicker.classes import load_classes
-from napari_semietpicker.io.tomogram import Tomogram
-from napari_semietpicker.metrics import evaluate
-from napari_semietpicker.simulate import simulate_tomogram
-from napari_semietpicker.template_matching import (
+from napari_semietpicker.inference.template_matching import (
     MatchConfig,
     class_templates,
     match_tomogram,
     rotation_set,
 )
-from napari_semietpicker.thresholds import choose_thresholds
+from napari_semietpicker.inference.thresholds import choose_thresholds
+from napari_semietpicker.io.tomogram import Tomogram
+from napari_semietpicker.metrics import evaluate
+from napari_semietpicker.simulate import simulate_tomogram
 
 CZII = {c.name: c for c in load_classes("czii")}
 

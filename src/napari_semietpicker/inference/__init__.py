@@ -1,0 +1,2 @@
+"""Picking: sliding-window prediction, thresholds, batch runs, template matching, the
+review queue."""

@@ -1,0 +1,1 @@
+"""The network, its losses, heatmap targets and peak finding, and model files."""

@@ -1,0 +1,1 @@
+"""Training: crop sampling, augmentation, the semi-supervised parts, the loop, distributed runs."""
