@@ -24,19 +24,24 @@ standard deviation over seeds.
 from __future__ import annotations
 
 import argparse
+import copy
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 from ablation import print_per_run, score_model, score_picks
 
+from napari_semietpicker.checkpoint import load_card, save_model
 from napari_semietpicker.classes import load_classes
 from napari_semietpicker.data import prepare_volume
 from napari_semietpicker.io.tomogram import read_tomogram
+from napari_semietpicker.predict import PeakCache
 from napari_semietpicker.simulate import simulate_dataset
 from napari_semietpicker.template_matching import MatchConfig, match_tomogram
-from napari_semietpicker.thresholds import choose_thresholds
+from napari_semietpicker.thresholds import choose_thresholds, tune_model_thresholds
 from napari_semietpicker.train import TrainConfig, Trainer, resolve_device
 
 #: (z, y, x) shape at 20 A: the whole CZII tomogram (184 x 630 x 630 at 10 A) binned 2x,
@@ -64,20 +69,39 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--rotations", type=int, default=8, help="template matching orientations")
     p.add_argument("--device", default="auto")
+    p.add_argument("--balanced-classes", action="store_true",
+                   help="positive crops centred on a class drawn uniformly, then its pick")
     return p.parse_args()
 
 
-def template_matching_row(labelled_t, test_t, picks, classes, rotations: int) -> dict:
-    config = MatchConfig(rotations=rotations)
+def template_matching_row(labelled_t, test_t, picks, classes, rotations: int,
+                          cache: Path) -> dict:
+    """Template matching's scores on the test tomograms, thresholds tuned on the labelled
+    ones. Candidates are kept in ``cache`` (a CSV): the same data and rotations reuse them."""
+    if cache.exists():
+        candidates = pd.read_csv(cache)
+    else:
+        config = MatchConfig(rotations=rotations)
+        candidates = pd.concat([match_tomogram(t, classes, config).peaks.picks
+                                for t in [*labelled_t, *test_t]], ignore_index=True)
+        candidates.to_csv(cache, index=False)
     labelled_names = [t.name for t in labelled_t]
-    candidates = pd.concat([match_tomogram(t, classes, config).peaks.picks for t in labelled_t],
-                           ignore_index=True)
-    thresholds = choose_thresholds(candidates, picks[picks["experiment"].isin(labelled_names)],
-                                   classes)
-    found = pd.concat([match_tomogram(t, classes, config).peaks.at(thresholds) for t in test_t],
-                      ignore_index=True)
-    return score_picks(found, picks[picks["experiment"].isin([t.name for t in test_t])],
-                       classes)
+    test_names = [t.name for t in test_t]
+    thresholds = choose_thresholds(candidates[candidates["experiment"].isin(labelled_names)],
+                                   picks[picks["experiment"].isin(labelled_names)], classes)
+    found = PeakCache("test", candidates[candidates["experiment"].isin(test_names)]
+                      ).at(thresholds)
+    return score_picks(found, picks[picks["experiment"].isin(test_names)], classes)
+
+
+def save_student(trainer: Trainer, model_dir: Path) -> None:
+    """Save a co-trained run's student (the model directory holds its teacher) with
+    thresholds of its own, chosen on the labelled tomograms as the teacher's were, so that
+    the two can be compared on the test tomograms."""
+    card = copy.deepcopy(trainer.card)
+    card.thresholds = tune_model_thresholds(trainer.student, card, trainer.labelled_volumes,
+                                            trainer.device, trainer.config.threshold_beta)
+    save_model(model_dir, trainer.student, card)
 
 
 def main() -> None:
@@ -105,9 +129,11 @@ def main() -> None:
               f"unlabelled {args.unlabelled}, test {args.test} ({len(truth)} particles); "
               f"device {device}; burn-in {args.burn_in} + co-training {args.cotrain} steps vs "
               f"{args.burn_in + args.cotrain} supervised, preset {args.preset}, crop "
-              f"{args.crop}, batch {args.batch_size}", flush=True)
+              f"{args.crop}, batch {args.batch_size}, class-balanced crops "
+              f"{args.balanced_classes}", flush=True)
         t = time.perf_counter()
-        row = template_matching_row(labelled_t, test_t, picks, classes, args.rotations)
+        row = template_matching_row(labelled_t, test_t, picks, classes, args.rotations,
+                                    data / f"template-matching-{args.rotations}.csv")
         rows.append({"snr": snr, "setting": "template matching", "seed": "-", **row})
         print(f"  template matching ({args.rotations} rotations, {time.perf_counter() - t:.0f} "
               f"s): F1@0.5 {row['F1@0.5']:.3f}  CZII {row['CZII']:.3f}", flush=True)
@@ -116,7 +142,8 @@ def main() -> None:
         for seed in args.seeds:
             base = TrainConfig(steps=args.burn_in, cotrain_steps=args.cotrain,
                                preset=args.preset, crop=args.crop, batch_size=args.batch_size,
-                               seed=seed, device=args.device, checkpoint_every=10**9)
+                               seed=seed, device=args.device, checkpoint_every=10**9,
+                               balanced_classes=args.balanced_classes)
             burn_dir = data / f"seed{seed}" / "burn-in"
             burn = Trainer(base, classes, labelled, burn_dir, unlabelled)
             burn.run(should_stop=lambda burn=burn: burn.step >= args.burn_in)
@@ -132,18 +159,35 @@ def main() -> None:
                     trainer = Trainer(base, classes, labelled, run_dir, unlabelled, resume=True)
                 t = time.perf_counter()
                 trainer.run()
-                row = score_model(run_dir, test_t, truth, classes, None, device)
-                rows.append({"snr": snr, "setting": setting, "seed": seed, **row})
-                print(f"  seed {seed} {setting:12} trained in {time.perf_counter() - t:4.0f} s "
-                      f"after the shared burn-in: F1@0.5 {row['F1@0.5']:.3f}  CZII "
-                      f"{row['CZII']:.3f}; thresholds " + ", ".join(
-                          f"{v:.2f}" for v in trainer.card.thresholds.values()), flush=True)
-    table = print_per_run(rows)
-    metrics = [c for c in table.columns if c not in ("snr", "setting", "seed")]
-    summary = table.groupby(["snr", "setting"], sort=False)[metrics].agg(["mean", "std"])
-    print(f"\nmean and standard deviation over seeds {args.seeds} (template matching: one run):")
-    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+                trained_s = time.perf_counter() - t
+                models = [(setting, run_dir)]
+                if setting == "SemiETPicker":
+                    save_student(trainer, data / f"seed{seed}" / "SemiETPicker-student")
+                    models = [("SemiETPicker", run_dir),  # the saved model: the teacher
+                              ("SemiETPicker student", data / f"seed{seed}" /
+                               "SemiETPicker-student")]
+                for name, model_dir in models:
+                    row = score_model(model_dir, test_t, truth, classes, None, device)
+                    rows.append({"snr": snr, "setting": name, "seed": seed, **row})
+                    print(f"  seed {seed} {name:20} trained in {trained_s:4.0f} s after the "
+                          f"shared burn-in: F1@0.5 {row['F1@0.5']:.3f}  CZII "
+                          f"{row['CZII']:.3f}; thresholds " + ", ".join(
+                              f"{v:.2f}" for v in load_card(model_dir).thresholds.values()),
+                          flush=True)
+    print_summary(print_per_run(rows), args.seeds)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    print("command: python " + shlex.join(sys.argv))
+
+
+def print_summary(table: pd.DataFrame, seeds: list[int]) -> None:
+    """Per setting: each metric as mean +- standard deviation over seeds."""
+    metrics = [c for c in table.columns if c not in ("snr", "setting", "seed")]
+    grouped = table.groupby(["snr", "setting"], sort=False)[metrics]
+    mean, std = grouped.mean(), grouped.std().fillna(0.0)
+    summary = mean.map(lambda v: f"{v:.3f}") + "+-" + std.map(lambda v: f"{v:.3f}")
+    print(f"\nmean +- standard deviation over seeds {seeds} (template matching: one run; "
+          "per-class columns: F1 at 0.5 x radius):")
+    print(summary.to_string())
 
 
 if __name__ == "__main__":
