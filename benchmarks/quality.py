@@ -47,6 +47,8 @@ from napari_semietpicker.train import TrainConfig, Trainer, resolve_device
 #: (z, y, x) shape at 20 A: the whole CZII tomogram (184 x 630 x 630 at 10 A) binned 2x,
 #: or a quarter of its area for a CPU budget.
 SETTINGS = {"czii-20A": (92, 315, 315), "reduced": (46, 160, 160)}
+#: The rows ``--settings`` can choose.
+SETTING_NAMES = ("template", "supervised", "SemiETPicker")
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,29 +71,53 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--rotations", type=int, default=8, help="template matching orientations")
     p.add_argument("--device", default="auto")
+    p.add_argument("--settings", nargs="+", default=list(SETTING_NAMES), choices=SETTING_NAMES)
+    p.add_argument("--labels", choices=["hand", "template-matching"], default="hand",
+                   help="labels of the labelled tomograms: the true picks, or template "
+                   "matching's picks at its label-free thresholds (no hand-placed pick)")
     p.add_argument("--balanced-classes", action="store_true",
                    help="positive crops centred on a class drawn uniformly, then its pick")
     return p.parse_args()
 
 
-def template_matching_row(labelled_t, test_t, picks, classes, rotations: int,
-                          cache: Path) -> dict:
-    """Template matching's scores on the test tomograms, thresholds tuned on the labelled
-    ones. Candidates are kept in ``cache`` (a CSV): the same data and rotations reuse them."""
+def template_matching_candidates(tomograms, classes, rotations: int, cache: Path
+                                 ) -> pd.DataFrame:
+    """Template matching's scored candidates on ``tomograms``, with the label-free
+    threshold of each tomogram and class (``noise_threshold``). Kept in ``cache`` (a CSV):
+    the same data and rotations reuse them."""
     if cache.exists():
         candidates = pd.read_csv(cache)
-    else:
-        config = MatchConfig(rotations=rotations)
-        candidates = pd.concat([match_tomogram(t, classes, config).peaks.picks
-                                for t in [*labelled_t, *test_t]], ignore_index=True)
-        candidates.to_csv(cache, index=False)
-    labelled_names = [t.name for t in labelled_t]
-    test_names = [t.name for t in test_t]
+        if "noise_threshold" in candidates and \
+                set(candidates["experiment"]) >= {t.name for t in tomograms}:
+            return candidates
+    config = MatchConfig(rotations=rotations)
+    tables = []
+    for tomogram in tomograms:
+        result = match_tomogram(tomogram, classes, config)
+        table = result.peaks.picks
+        table["noise_threshold"] = table["particle_type"].map(result.noise_thresholds)
+        tables.append(table)
+    candidates = pd.concat(tables, ignore_index=True)
+    candidates.to_csv(cache, index=False)
+    return candidates
+
+
+def template_matching_row(candidates: pd.DataFrame, labelled_names, test_names, picks,
+                          classes) -> dict:
+    """Template matching's scores on the test tomograms, thresholds tuned on the labelled
+    ones."""
     thresholds = choose_thresholds(candidates[candidates["experiment"].isin(labelled_names)],
                                    picks[picks["experiment"].isin(labelled_names)], classes)
     found = PeakCache("test", candidates[candidates["experiment"].isin(test_names)]
                       ).at(thresholds)
     return score_picks(found, picks[picks["experiment"].isin(test_names)], classes)
+
+
+def label_free_picks(candidates: pd.DataFrame, names) -> pd.DataFrame:
+    """Template-matching picks of tomograms ``names`` at the label-free thresholds (one
+    expected noise peak per tomogram and class): what a user without any labels has."""
+    rows = candidates[candidates["experiment"].isin(names)]
+    return rows[rows["score"] >= rows["noise_threshold"]].reset_index(drop=True)
 
 
 def save_student(trainer: Trainer, model_dir: Path) -> None:
@@ -130,14 +156,30 @@ def main() -> None:
               f"device {device}; burn-in {args.burn_in} + co-training {args.cotrain} steps vs "
               f"{args.burn_in + args.cotrain} supervised, preset {args.preset}, crop "
               f"{args.crop}, batch {args.batch_size}, class-balanced crops "
-              f"{args.balanced_classes}", flush=True)
-        t = time.perf_counter()
-        row = template_matching_row(labelled_t, test_t, picks, classes, args.rotations,
-                                    data / f"template-matching-{args.rotations}.csv")
-        rows.append({"snr": snr, "setting": "template matching", "seed": "-", **row})
-        print(f"  template matching ({args.rotations} rotations, {time.perf_counter() - t:.0f} "
-              f"s): F1@0.5 {row['F1@0.5']:.3f}  CZII {row['CZII']:.3f}", flush=True)
-        labelled = [prepare_volume(t, picks, classes) for t in labelled_t]
+              f"{args.balanced_classes}, labels {args.labels}", flush=True)
+        labelled_names, test_names = [t.name for t in labelled_t], [t.name for t in test_t]
+        labels = picks
+        if "template" in args.settings or args.labels == "template-matching":
+            t = time.perf_counter()
+            candidates = template_matching_candidates(
+                [*labelled_t, *test_t], classes, args.rotations,
+                data / f"template-matching-{args.rotations}.csv")
+            row = template_matching_row(candidates, labelled_names, test_names, picks, classes)
+            rows.append({"snr": snr, "setting": "template matching", "seed": "-", **row})
+            print(f"  template matching ({args.rotations} rotations, "
+                  f"{time.perf_counter() - t:.0f} s): F1@0.5 {row['F1@0.5']:.3f}  CZII "
+                  f"{row['CZII']:.3f}", flush=True)
+            free = label_free_picks(candidates, test_names)
+            row = score_picks(free, truth, classes)
+            rows.append({"snr": snr, "setting": "template matching, label-free thresholds",
+                         "seed": "-", **row})
+            print(f"  template matching, label-free thresholds: F1@0.5 {row['F1@0.5']:.3f}  "
+                  f"CZII {row['CZII']:.3f}", flush=True)
+            if args.labels == "template-matching":
+                labels = label_free_picks(candidates, labelled_names)
+                print(f"  labels: {len(labels)} template-matching picks on the labelled "
+                      f"tomograms, no hand-placed pick", flush=True)
+        labelled = [prepare_volume(t, labels, classes) for t in labelled_t]
         unlabelled = [prepare_volume(t) for t in unlabelled_t]
         for seed in args.seeds:
             base = TrainConfig(steps=args.burn_in, cotrain_steps=args.cotrain,
@@ -147,7 +189,7 @@ def main() -> None:
             burn_dir = data / f"seed{seed}" / "burn-in"
             burn = Trainer(base, classes, labelled, burn_dir, unlabelled)
             burn.run(should_stop=lambda burn=burn: burn.step >= args.burn_in)
-            for setting in ("supervised", "SemiETPicker"):
+            for setting in [s for s in ("supervised", "SemiETPicker") if s in args.settings]:
                 run_dir = data / f"seed{seed}" / setting
                 shutil.rmtree(run_dir, ignore_errors=True)
                 shutil.copytree(burn_dir, run_dir)
