@@ -75,6 +75,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--labels", choices=["hand", "template-matching"], default="hand",
                    help="labels of the labelled tomograms: the true picks, or template "
                    "matching's picks at its label-free thresholds (no hand-placed pick)")
+    p.add_argument("--summarise", nargs="+", metavar="OUT",
+                   help="print one table of earlier runs' rows.csv and stop")
     p.add_argument("--balanced-classes", action="store_true",
                    help="positive crops centred on a class drawn uniformly, then its pick")
     return p.parse_args()
@@ -132,6 +134,12 @@ def save_student(trainer: Trainer, model_dir: Path) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.summarise:  # runs made apart (e.g. one process per seed): one table
+        table = pd.concat([pd.read_csv(Path(d) / "rows.csv") for d in args.summarise],
+                          ignore_index=True)
+        print_summary(print_per_run(table.to_dict("records")))
+        print("command: python " + shlex.join(sys.argv))
+        return
     out = Path(args.out)
     device = resolve_device(args.device)
     classes = load_classes("czii")
@@ -216,18 +224,22 @@ def main() -> None:
                           f"{row['CZII']:.3f}; thresholds " + ", ".join(
                               f"{v:.2f}" for v in load_card(model_dir).thresholds.values()),
                           flush=True)
-    print_summary(print_per_run(rows), args.seeds)
+    table = print_per_run(rows)
+    table.to_csv(out / "rows.csv", index=False)
+    print_summary(table)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     print("command: python " + shlex.join(sys.argv))
 
 
-def print_summary(table: pd.DataFrame, seeds: list[int]) -> None:
+def print_summary(table: pd.DataFrame) -> None:
     """Per setting: each metric as mean +- standard deviation over seeds."""
     metrics = [c for c in table.columns if c not in ("snr", "setting", "seed")]
     grouped = table.groupby(["snr", "setting"], sort=False)[metrics]
     mean, std = grouped.mean(), grouped.std().fillna(0.0)
     summary = mean.map(lambda v: f"{v:.3f}") + "+-" + std.map(lambda v: f"{v:.3f}")
-    print(f"\nmean +- standard deviation over seeds {seeds} (template matching: one run; "
+    seeds = sorted({str(s) for s in table["seed"]} - {"-"})
+    print(f"\nmean +- standard deviation over seeds {', '.join(seeds)} "
+          "(template matching: one run; "
           "per-class columns: F1 at 0.5 x radius):")
     print(summary.to_string())
 
