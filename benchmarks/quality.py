@@ -189,7 +189,8 @@ def main() -> None:
                       f"tomograms, no hand-placed pick", flush=True)
         labelled = [prepare_volume(t, labels, classes) for t in labelled_t]
         unlabelled = [prepare_volume(t) for t in unlabelled_t]
-        for seed in args.seeds:
+        learned = [s for s in ("supervised", "SemiETPicker") if s in args.settings]
+        for seed in args.seeds if learned else []:
             base = TrainConfig(steps=args.burn_in, cotrain_steps=args.cotrain,
                                preset=args.preset, crop=args.crop, batch_size=args.batch_size,
                                seed=seed, device=args.device, checkpoint_every=10**9,
@@ -197,7 +198,7 @@ def main() -> None:
             burn_dir = data / f"seed{seed}" / "burn-in"
             burn = Trainer(base, classes, labelled, burn_dir, unlabelled)
             burn.run(should_stop=lambda burn=burn: burn.step >= args.burn_in)
-            for setting in [s for s in ("supervised", "SemiETPicker") if s in args.settings]:
+            for setting in learned:
                 run_dir = data / f"seed{seed}" / setting
                 shutil.rmtree(run_dir, ignore_errors=True)
                 shutil.copytree(burn_dir, run_dir)
