@@ -45,6 +45,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--unlabelled", type=int, default=2)
     p.add_argument("--reaches", type=float, nargs="+", default=[0.5, 1.0])
     p.add_argument("--flips", choices=["off", "on", "both"], default="off")
+    p.add_argument("--fixed", type=float, nargs="*", default=[0.3],
+                   help="also score these thresholds, one for every class")
     p.add_argument("--models", nargs="*", default=None, help="model folders (default: all)")
     p.add_argument("--device", default="auto")
     return p.parse_args()
@@ -83,12 +85,16 @@ def main() -> None:
                 candidates = peaks_at(heat, card, test, reach)
                 # thresholds as training chooses them; the oracle's, tuned on the test
                 # tomograms themselves, only shows how much the choice leaves on the table
-                for tuned_on, volumes, references in (
-                        ("labelled", labelled, labelled_references(labelled, classes)),
-                        ("test (oracle)", test, truth)):
-                    thresholds = choose_thresholds(
-                        peaks_at(heat, card, volumes, reach), references, classes,
-                        floor=PEAK_FLOOR, runs=[v.name for v in volumes])
+                choices = {
+                    "labelled": choose_thresholds(
+                        peaks_at(heat, card, labelled, reach),
+                        labelled_references(labelled, classes), classes, floor=PEAK_FLOOR,
+                        runs=[v.name for v in labelled]),
+                    "test (oracle)": choose_thresholds(
+                        candidates, truth, classes, floor=PEAK_FLOOR,
+                        runs=[v.name for v in test]),
+                    **{f"fixed {t:g}": t for t in args.fixed}}
+                for tuned_on, thresholds in choices.items():
                     found = PeakCache("test", candidates).at(thresholds)
                     row = score_picks(found, truth, classes)
                     rows.append({"model": f"{model_dir.parent.name}/{model_dir.name}",

@@ -37,6 +37,7 @@ from ablation import print_per_run, score_model, score_picks
 from napari_semietpicker.checkpoint import load_card, save_model
 from napari_semietpicker.classes import load_classes
 from napari_semietpicker.data import prepare_volume
+from napari_semietpicker.io.picks import read_picks_csv
 from napari_semietpicker.io.tomogram import read_tomogram
 from napari_semietpicker.predict import PeakCache
 from napari_semietpicker.simulate import simulate_dataset
@@ -77,6 +78,8 @@ def parse_args() -> argparse.Namespace:
                    "matching's picks at its label-free thresholds (no hand-placed pick)")
     p.add_argument("--summarise", nargs="+", metavar="OUT",
                    help="print one table of earlier runs' rows.csv and stop")
+    p.add_argument("--reuse-data", action="store_true",
+                   help="use the tomograms already simulated in --out (same arguments)")
     p.add_argument("--balanced-classes", action="store_true",
                    help="positive crops centred on a class drawn uniformly, then its pick")
     return p.parse_args()
@@ -149,9 +152,13 @@ def main() -> None:
     rows = []
     for snr in args.snrs:
         data = out / f"snr{snr:g}"
-        picks = simulate_dataset(data / "data", n=n, shape=shape, voxel_size=args.voxel_size,
-                                 snr=snr, seed=args.data_seed, classes=classes,
-                                 density=args.density)
+        if args.reuse_data and (data / "data" / "picks.csv").exists():
+            picks = read_picks_csv(data / "data" / "picks.csv")
+        else:
+            picks = simulate_dataset(data / "data", n=n, shape=shape,
+                                     voxel_size=args.voxel_size, snr=snr,
+                                     seed=args.data_seed, classes=classes,
+                                     density=args.density)
         tomograms = [read_tomogram(p) for p in sorted((data / "data" / "tomograms").glob("*.mrc"))]
         labelled_t = tomograms[:args.labelled]
         unlabelled_t = tomograms[args.labelled:args.labelled + args.unlabelled]
