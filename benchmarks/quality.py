@@ -11,10 +11,18 @@ test; only test tomograms are scored. Settings:
 - supervised: ``--burn-in + --cotrain`` supervised steps;
 - full SemiETPicker: ``--burn-in`` steps, then ``--cotrain`` co-training steps (equal total
   steps; EMA ramp and consistency ramp-up, the defaults); both models choose their
-  thresholds on the labelled tomograms at the end of training (the default).
+  thresholds on the labelled tomograms at the end of training (the default);
+- the co-trained student, scored beside the teacher that the model directory saves (its
+  own thresholds chosen the same way): the evidence for which of the two to keep;
+- ``--labels template-matching``: the labelled tomograms' labels are template matching's
+  picks at its label-free thresholds (no hand-placed pick), against template matching
+  alone with those thresholds (start without clicking).
 
-Printed: per run per-class F1 at 0.5 x radius, mean F1 and the CZII score; then mean and
-standard deviation over seeds.
+``--settings`` chooses the rows; ``--summarise OUT...`` prints one table of runs made apart
+(each writes ``OUT/rows.csv``), e.g. one process per seed.
+
+Printed: per run per-class F1 at 0.5 x radius, mean F1 and the CZII score; then per
+setting each as mean +- standard deviation over seeds, and the command line.
 
     python benchmarks/quality.py                                  # reduced, this CPU
     python benchmarks/quality.py --setting czii-20A --burn-in 2000 --cotrain 2000 \\
