@@ -11,10 +11,18 @@ test; only test tomograms are scored. Settings:
 - supervised: ``--burn-in + --cotrain`` supervised steps;
 - full SemiETPicker: ``--burn-in`` steps, then ``--cotrain`` co-training steps (equal total
   steps; EMA ramp and consistency ramp-up, the defaults); both models choose their
-  thresholds on the labelled tomograms at the end of training (the default).
+  thresholds on the labelled tomograms at the end of training (the default);
+- the co-trained student, scored beside the teacher that the model directory saves (its
+  own thresholds chosen the same way): the evidence for which of the two to keep;
+- ``--labels template-matching``: the labelled tomograms' labels are template matching's
+  picks at its label-free thresholds (no hand-placed pick), against template matching
+  alone with those thresholds (start without clicking).
 
-Printed: per run per-class F1 at 0.5 x radius, mean F1 and the CZII score; then mean and
-standard deviation over seeds.
+``--settings`` chooses the rows; ``--summarise OUT...`` prints one table of runs made apart
+(each writes ``OUT/rows.csv``), e.g. one process per seed.
+
+Printed: per run per-class F1 at 0.5 x radius, mean F1 and the CZII score; then per
+setting each as mean +- standard deviation over seeds, and the command line.
 
     python benchmarks/quality.py                                  # reduced, this CPU
     python benchmarks/quality.py --setting czii-20A --burn-in 2000 --cotrain 2000 \\
@@ -24,7 +32,10 @@ standard deviation over seeds.
 from __future__ import annotations
 
 import argparse
+import copy
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -32,9 +43,12 @@ import pandas as pd
 from ablation import print_per_run, score_model, score_picks
 
 from napari_semietpicker.classes import load_classes
+from napari_semietpicker.inference.predict import PeakCache
 from napari_semietpicker.inference.template_matching import MatchConfig, match_tomogram
-from napari_semietpicker.inference.thresholds import choose_thresholds
+from napari_semietpicker.inference.thresholds import choose_thresholds, tune_model_thresholds
+from napari_semietpicker.io.picks import read_picks_csv
 from napari_semietpicker.io.tomogram import read_tomogram
+from napari_semietpicker.model.checkpoint import load_card, save_model
 from napari_semietpicker.simulate import simulate_dataset
 from napari_semietpicker.training.data import prepare_volume
 from napari_semietpicker.training.loop import TrainConfig, Trainer, resolve_device
@@ -42,6 +56,8 @@ from napari_semietpicker.training.loop import TrainConfig, Trainer, resolve_devi
 #: (z, y, x) shape at 20 A: the whole CZII tomogram (184 x 630 x 630 at 10 A) binned 2x,
 #: or a quarter of its area for a CPU budget.
 SETTINGS = {"czii-20A": (92, 315, 315), "reduced": (46, 160, 160)}
+#: The rows ``--settings`` can choose.
+SETTING_NAMES = ("template", "supervised", "SemiETPicker")
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,24 +80,77 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--rotations", type=int, default=8, help="template matching orientations")
     p.add_argument("--device", default="auto")
+    p.add_argument("--settings", nargs="+", default=list(SETTING_NAMES), choices=SETTING_NAMES)
+    p.add_argument("--labels", choices=["hand", "template-matching"], default="hand",
+                   help="labels of the labelled tomograms: the true picks, or template "
+                   "matching's picks at its label-free thresholds (no hand-placed pick)")
+    p.add_argument("--summarise", nargs="+", metavar="OUT",
+                   help="print one table of earlier runs' rows.csv and stop")
+    p.add_argument("--reuse-data", action="store_true",
+                   help="use the tomograms already simulated in --out (same arguments)")
+    p.add_argument("--balanced-classes", action="store_true",
+                   help="positive crops centred on a class drawn uniformly, then its pick")
     return p.parse_args()
 
 
-def template_matching_row(labelled_t, test_t, picks, classes, rotations: int) -> dict:
+def template_matching_candidates(tomograms, classes, rotations: int, cache: Path
+                                 ) -> pd.DataFrame:
+    """Template matching's scored candidates on ``tomograms``, with the label-free
+    threshold of each tomogram and class (``noise_threshold``). Kept in ``cache`` (a CSV):
+    the same data and rotations reuse them."""
+    if cache.exists():
+        candidates = pd.read_csv(cache)
+        if "noise_threshold" in candidates and \
+                set(candidates["experiment"]) >= {t.name for t in tomograms}:
+            return candidates
     config = MatchConfig(rotations=rotations)
-    labelled_names = [t.name for t in labelled_t]
-    candidates = pd.concat([match_tomogram(t, classes, config).peaks.picks for t in labelled_t],
-                           ignore_index=True)
-    thresholds = choose_thresholds(candidates, picks[picks["experiment"].isin(labelled_names)],
-                                   classes)
-    found = pd.concat([match_tomogram(t, classes, config).peaks.at(thresholds) for t in test_t],
-                      ignore_index=True)
-    return score_picks(found, picks[picks["experiment"].isin([t.name for t in test_t])],
-                       classes)
+    tables = []
+    for tomogram in tomograms:
+        result = match_tomogram(tomogram, classes, config)
+        table = result.peaks.picks
+        table["noise_threshold"] = table["particle_type"].map(result.noise_thresholds)
+        tables.append(table)
+    candidates = pd.concat(tables, ignore_index=True)
+    candidates.to_csv(cache, index=False)
+    return candidates
+
+
+def template_matching_row(candidates: pd.DataFrame, labelled_names, test_names, picks,
+                          classes) -> dict:
+    """Template matching's scores on the test tomograms, thresholds tuned on the labelled
+    ones."""
+    thresholds = choose_thresholds(candidates[candidates["experiment"].isin(labelled_names)],
+                                   picks[picks["experiment"].isin(labelled_names)], classes)
+    found = PeakCache("test", candidates[candidates["experiment"].isin(test_names)]
+                      ).at(thresholds)
+    return score_picks(found, picks[picks["experiment"].isin(test_names)], classes)
+
+
+def label_free_picks(candidates: pd.DataFrame, names) -> pd.DataFrame:
+    """Template-matching picks of tomograms ``names`` at the label-free thresholds (one
+    expected noise peak per tomogram and class): what a user without any labels has."""
+    rows = candidates[candidates["experiment"].isin(names)]
+    return rows[rows["score"] >= rows["noise_threshold"]].reset_index(drop=True)
+
+
+def save_student(trainer: Trainer, model_dir: Path) -> None:
+    """Save a co-trained run's student (the model directory holds its teacher) with
+    thresholds of its own, chosen on the labelled tomograms as the teacher's were, so that
+    the two can be compared on the test tomograms."""
+    card = copy.deepcopy(trainer.card)
+    card.thresholds = tune_model_thresholds(trainer.student, card, trainer.labelled_volumes,
+                                            trainer.device, trainer.config.threshold_beta)
+    save_model(model_dir, trainer.student, card)
 
 
 def main() -> None:
     args = parse_args()
+    if args.summarise:  # runs made apart (e.g. one process per seed): one table
+        table = pd.concat([pd.read_csv(Path(d) / "rows.csv") for d in args.summarise],
+                          ignore_index=True)
+        print_summary(print_per_run(table.to_dict("records")))
+        print("command: python " + shlex.join(sys.argv))
+        return
     out = Path(args.out)
     device = resolve_device(args.device)
     classes = load_classes("czii")
@@ -91,9 +160,13 @@ def main() -> None:
     rows = []
     for snr in args.snrs:
         data = out / f"snr{snr:g}"
-        picks = simulate_dataset(data / "data", n=n, shape=shape, voxel_size=args.voxel_size,
-                                 snr=snr, seed=args.data_seed, classes=classes,
-                                 density=args.density)
+        if args.reuse_data and (data / "data" / "picks.csv").exists():
+            picks = read_picks_csv(data / "data" / "picks.csv")
+        else:
+            picks = simulate_dataset(data / "data", n=n, shape=shape,
+                                     voxel_size=args.voxel_size, snr=snr,
+                                     seed=args.data_seed, classes=classes,
+                                     density=args.density)
         tomograms = [read_tomogram(p) for p in sorted((data / "data" / "tomograms").glob("*.mrc"))]
         labelled_t = tomograms[:args.labelled]
         unlabelled_t = tomograms[args.labelled:args.labelled + args.unlabelled]
@@ -105,22 +178,42 @@ def main() -> None:
               f"unlabelled {args.unlabelled}, test {args.test} ({len(truth)} particles); "
               f"device {device}; burn-in {args.burn_in} + co-training {args.cotrain} steps vs "
               f"{args.burn_in + args.cotrain} supervised, preset {args.preset}, crop "
-              f"{args.crop}, batch {args.batch_size}", flush=True)
-        t = time.perf_counter()
-        row = template_matching_row(labelled_t, test_t, picks, classes, args.rotations)
-        rows.append({"snr": snr, "setting": "template matching", "seed": "-", **row})
-        print(f"  template matching ({args.rotations} rotations, {time.perf_counter() - t:.0f} "
-              f"s): F1@0.5 {row['F1@0.5']:.3f}  CZII {row['CZII']:.3f}", flush=True)
-        labelled = [prepare_volume(t, picks, classes) for t in labelled_t]
+              f"{args.crop}, batch {args.batch_size}, class-balanced crops "
+              f"{args.balanced_classes}, labels {args.labels}", flush=True)
+        labelled_names, test_names = [t.name for t in labelled_t], [t.name for t in test_t]
+        labels = picks
+        if "template" in args.settings or args.labels == "template-matching":
+            t = time.perf_counter()
+            candidates = template_matching_candidates(
+                [*labelled_t, *test_t], classes, args.rotations,
+                data / f"template-matching-{args.rotations}.csv")
+            row = template_matching_row(candidates, labelled_names, test_names, picks, classes)
+            rows.append({"snr": snr, "setting": "template matching", "seed": "-", **row})
+            print(f"  template matching ({args.rotations} rotations, "
+                  f"{time.perf_counter() - t:.0f} s): F1@0.5 {row['F1@0.5']:.3f}  CZII "
+                  f"{row['CZII']:.3f}", flush=True)
+            free = label_free_picks(candidates, test_names)
+            row = score_picks(free, truth, classes)
+            rows.append({"snr": snr, "setting": "template matching, label-free thresholds",
+                         "seed": "-", **row})
+            print(f"  template matching, label-free thresholds: F1@0.5 {row['F1@0.5']:.3f}  "
+                  f"CZII {row['CZII']:.3f}", flush=True)
+            if args.labels == "template-matching":
+                labels = label_free_picks(candidates, labelled_names)
+                print(f"  labels: {len(labels)} template-matching picks on the labelled "
+                      f"tomograms, no hand-placed pick", flush=True)
+        labelled = [prepare_volume(t, labels, classes) for t in labelled_t]
         unlabelled = [prepare_volume(t) for t in unlabelled_t]
-        for seed in args.seeds:
+        learned = [s for s in ("supervised", "SemiETPicker") if s in args.settings]
+        for seed in args.seeds if learned else []:
             base = TrainConfig(steps=args.burn_in, cotrain_steps=args.cotrain,
                                preset=args.preset, crop=args.crop, batch_size=args.batch_size,
-                               seed=seed, device=args.device, checkpoint_every=10**9)
+                               seed=seed, device=args.device, checkpoint_every=10**9,
+                               balanced_classes=args.balanced_classes)
             burn_dir = data / f"seed{seed}" / "burn-in"
             burn = Trainer(base, classes, labelled, burn_dir, unlabelled)
             burn.run(should_stop=lambda burn=burn: burn.step >= args.burn_in)
-            for setting in ("supervised", "SemiETPicker"):
+            for setting in learned:
                 run_dir = data / f"seed{seed}" / setting
                 shutil.rmtree(run_dir, ignore_errors=True)
                 shutil.copytree(burn_dir, run_dir)
@@ -132,18 +225,39 @@ def main() -> None:
                     trainer = Trainer(base, classes, labelled, run_dir, unlabelled, resume=True)
                 t = time.perf_counter()
                 trainer.run()
-                row = score_model(run_dir, test_t, truth, classes, None, device)
-                rows.append({"snr": snr, "setting": setting, "seed": seed, **row})
-                print(f"  seed {seed} {setting:12} trained in {time.perf_counter() - t:4.0f} s "
-                      f"after the shared burn-in: F1@0.5 {row['F1@0.5']:.3f}  CZII "
-                      f"{row['CZII']:.3f}; thresholds " + ", ".join(
-                          f"{v:.2f}" for v in trainer.card.thresholds.values()), flush=True)
+                trained_s = time.perf_counter() - t
+                models = [(setting, run_dir)]
+                if setting == "SemiETPicker":
+                    save_student(trainer, data / f"seed{seed}" / "SemiETPicker-student")
+                    models = [("SemiETPicker", run_dir),  # the saved model: the teacher
+                              ("SemiETPicker student", data / f"seed{seed}" /
+                               "SemiETPicker-student")]
+                for name, model_dir in models:
+                    row = score_model(model_dir, test_t, truth, classes, None, device)
+                    rows.append({"snr": snr, "setting": name, "seed": seed, **row})
+                    print(f"  seed {seed} {name:20} trained in {trained_s:4.0f} s after the "
+                          f"shared burn-in: F1@0.5 {row['F1@0.5']:.3f}  CZII "
+                          f"{row['CZII']:.3f}; thresholds " + ", ".join(
+                              f"{v:.2f}" for v in load_card(model_dir).thresholds.values()),
+                          flush=True)
     table = print_per_run(rows)
-    metrics = [c for c in table.columns if c not in ("snr", "setting", "seed")]
-    summary = table.groupby(["snr", "setting"], sort=False)[metrics].agg(["mean", "std"])
-    print(f"\nmean and standard deviation over seeds {args.seeds} (template matching: one run):")
-    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    table.to_csv(out / "rows.csv", index=False)
+    print_summary(table)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    print("command: python " + shlex.join(sys.argv))
+
+
+def print_summary(table: pd.DataFrame) -> None:
+    """Per setting: each metric as mean +- standard deviation over seeds."""
+    metrics = [c for c in table.columns if c not in ("snr", "setting", "seed")]
+    grouped = table.groupby(["snr", "setting"], sort=False)[metrics]
+    mean, std = grouped.mean(), grouped.std().fillna(0.0)
+    summary = mean.map(lambda v: f"{v:.3f}") + "+-" + std.map(lambda v: f"{v:.3f}")
+    seeds = sorted({str(s) for s in table["seed"]} - {"-"})
+    print(f"\nmean +- standard deviation over seeds {', '.join(seeds)} "
+          "(template matching: one run; "
+          "per-class columns: F1 at 0.5 x radius):")
+    print(summary.to_string())
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ def test_sigma_is_half_radius_and_kernels_odd():
     kernels = nms_kernels(classes, 10.0, 2)
     assert kernels == [5, 9, 3]  # reach half a radius: 30 A -> 1.5 -> 2 voxels of 20 A
     assert all(k % 2 == 1 and k >= 3 for k in kernels)
+    # a whole radius each way: 60 A -> 3 voxels, 150 A -> 7.5 -> 8 voxels
+    assert nms_kernels(classes, 10.0, 2, reach=1.0) == [7, 17, 3]
 
 
 def test_render_targets_peaks_at_centres_and_takes_max_on_overlap():

@@ -29,7 +29,7 @@ from ..geometry import (
 from ..io.picks import empty_picks, picks_from_positions
 from ..io.tomogram import Tomogram, normalize
 from ..model.checkpoint import ModelCard
-from ..model.heatmap import find_peaks, nms_kernels
+from ..model.heatmap import NMS_REACH, find_peaks, nms_kernels
 from ..model.network import SIZE_MULTIPLE, AsymmetricUNet3D, fold_batch_norms
 from ..training.semi import FLIP_VIEWS, predict_views_with_spread
 
@@ -201,17 +201,19 @@ class PeakCache:
 def peaks_from_heatmaps(heat: torch.Tensor, card: ModelCard, tomogram: str,
                         grid: Grid | None = None, floor: float = PEAK_FLOOR,
                         volume_shape: Sequence[int] | None = None,
-                        spread: torch.Tensor | None = None) -> PeakCache:
+                        spread: torch.Tensor | None = None,
+                        nms_reach: float = NMS_REACH) -> PeakCache:
     """Max-pool NMS per class on the heatmaps, mapped to Angstrom of the tomogram's frame.
 
     ``grid`` is the grid of the volume the network saw (default: the model's voxel size
     from the corner); the heatmap lies on it made ``output_stride`` times coarser.
     With ``spread`` (the flip views' standard deviation) each peak also gets its value
     there, in a ``view_spread`` column: no recomputation is needed to rank picks for review.
+    ``nms_reach``: the NMS window's reach each way, as a fraction of the class radius.
     """
     grid = Grid(card.voxel_size) if grid is None else grid
     stride = card.model.output_stride
-    kernels = nms_kernels(card.classes, grid.voxel_size, stride)
+    kernels = nms_kernels(card.classes, grid.voxel_size, stride, nms_reach)
     tables = []
     for c, cls in enumerate(card.classes):
         positions, scores = find_peaks(heat[c], kernels[c], floor)

@@ -28,12 +28,13 @@ def class_sigmas(classes: Sequence[ParticleClass], voxel_size: float, stride: in
 NMS_REACH = 0.5
 
 
-def nms_kernels(classes: Sequence[ParticleClass], voxel_size: float, stride: int) -> list[int]:
-    """Max-pool kernel per class (odd, >= 3): reaches :data:`NMS_REACH` of the radius each
-    way, in output voxels (``voxel_size * stride`` Angstrom)."""
-    reach = [max(1, math.floor(NMS_REACH * c.radius_A / (voxel_size * stride) + 0.5))
-             for c in classes]
-    return [2 * r + 1 for r in reach]
+def nms_kernels(classes: Sequence[ParticleClass], voxel_size: float, stride: int,
+                reach: float = NMS_REACH) -> list[int]:
+    """Max-pool kernel per class (odd, >= 3): reaches ``reach`` x the radius each way
+    (:data:`NMS_REACH` by default), in output voxels (``voxel_size * stride`` Angstrom)."""
+    half = [max(1, math.floor(reach * c.radius_A / (voxel_size * stride) + 0.5))
+            for c in classes]
+    return [2 * r + 1 for r in half]
 
 
 def render_targets(

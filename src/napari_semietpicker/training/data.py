@@ -152,6 +152,10 @@ def crop_shape_for(volumes: Sequence[Volume], crop: int) -> tuple[int, int, int]
 class CropSampler:
     """Random crops: near a pick with probability ``positive_fraction``, else anywhere.
 
+    With ``balanced_classes`` a crop near a pick is centred on a class drawn uniformly
+    among the volume's classes, then one of its picks: a class with ten picks in a
+    tomogram of hundreds of ribosomes is still seen in every few positive crops.
+
     In a volume with hard negatives, ``negative_fraction`` of the crops that are not near
     a pick are centred near a negative instead (rendered with no target there).
 
@@ -162,7 +166,8 @@ class CropSampler:
 
     def __init__(self, volumes: Sequence[Volume], crop_shape: tuple[int, int, int],
                  classes: Sequence[ParticleClass], stride: int,
-                 positive_fraction: float = 0.7, negative_fraction: float = 0.5) -> None:
+                 positive_fraction: float = 0.7, negative_fraction: float = 0.5,
+                 balanced_classes: bool = False) -> None:
         self.volumes = list(volumes)
         self.crop_shape = np.asarray(crop_shape)
         self.stride = stride
@@ -170,6 +175,7 @@ class CropSampler:
         self.n_classes = len(classes)
         self.positive_fraction = positive_fraction
         self.negative_fraction = negative_fraction
+        self.balanced_classes = balanced_classes
 
     def _origin(self, volume: Volume, generator: torch.Generator) -> np.ndarray:
         def randint(high: int) -> int:
@@ -186,6 +192,10 @@ class CropSampler:
 
         if (volume.positions is not None and labelled
                 and torch.rand((), generator=generator) < self.positive_fraction):
+            if self.balanced_classes and volume.class_index is not None:
+                present = np.unique(volume.class_index)
+                chosen = present[randint(len(present))]
+                return around(volume.positions[volume.class_index == chosen])
             return around(volume.positions)
         if volume.negatives is not None and len(volume.negatives) and \
                 torch.rand((), generator=generator) < self.negative_fraction:

@@ -70,6 +70,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     positive_fraction: float = 0.7
     negative_fraction: float = 0.5  # of the other crops, near a hard negative (if any)
+    balanced_classes: bool = False  # positive crops: a class drawn uniformly, then its pick
     lam: float = 4.0
     ema_alpha: float = 0.01  # the smallest rate of the ramp (see semi.ema_rate)
     ema_schedule: str = "ramp"
@@ -221,7 +222,8 @@ class Trainer:
                              f"{2 * SIZE_MULTIPLE}")
         self.labelled_volumes = list(labelled)
         self.labelled = CropSampler(labelled, crop_shape, classes, model_config.output_stride,
-                                    config.positive_fraction, config.negative_fraction)
+                                    config.positive_fraction, config.negative_fraction,
+                                    config.balanced_classes)
         self.unlabelled = CropSampler(unlabelled, crop_shape, (), model_config.output_stride,
                                       0.0) if unlabelled else None
         self.student = build_model(model_config).to(self.device)

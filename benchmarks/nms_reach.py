@@ -1,0 +1,117 @@
+"""Peak-finding levers measured on trained models, without training again: the NMS window's
+reach and test-time flips.
+
+For each model directory of a ``quality.py`` run (``<out>/snr*/seed*/<setting>``), the
+labelled and test tomograms are predicted once per flip setting; for each reach (a
+fraction of the class radius each way), peaks are found, per-class thresholds chosen on
+the labelled tomograms (cross-validated, F-beta4, as training does) and the test
+tomograms scored (mean F1 at 0.5 x radius, CZII F-beta4).
+
+    python benchmarks/nms_reach.py --run quality-run/snr0.05 --labelled 2 --unlabelled 3 \\
+        --reaches 0.5 1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import pandas as pd
+from ablation import score_picks
+
+from napari_semietpicker.classes import load_classes
+from napari_semietpicker.geometry import Grid
+from napari_semietpicker.inference.predict import (
+    PEAK_FLOOR,
+    PeakCache,
+    PredictConfig,
+    peaks_from_heatmaps,
+    predict_heatmaps,
+)
+from napari_semietpicker.inference.thresholds import choose_thresholds, labelled_references
+from napari_semietpicker.io.picks import read_picks_csv
+from napari_semietpicker.io.tomogram import read_tomogram
+from napari_semietpicker.model.checkpoint import ModelCard, load_model
+from napari_semietpicker.training.data import Volume, prepare_volume
+from napari_semietpicker.training.loop import resolve_device
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="a quality.py output folder of one SNR")
+    p.add_argument("--labelled", type=int, default=2)
+    p.add_argument("--unlabelled", type=int, default=2)
+    p.add_argument("--reaches", type=float, nargs="+", default=[0.5, 1.0])
+    p.add_argument("--flips", choices=["off", "on", "both"], default="off")
+    p.add_argument("--fixed", type=float, nargs="*", default=[0.3],
+                   help="also score these thresholds, one for every class")
+    p.add_argument("--models", nargs="*", default=None, help="model folders (default: all)")
+    p.add_argument("--device", default="auto")
+    return p.parse_args()
+
+
+def peaks_at(heat: dict, card: ModelCard, volumes: list[Volume], reach: float
+             ) -> pd.DataFrame:
+    """Scored peaks of ``volumes`` (their heatmaps in ``heat``) with NMS reach ``reach``."""
+    return pd.concat([peaks_from_heatmaps(heat[v.name], card, v.name, Grid(v.voxel_size),
+                                          volume_shape=v.data.shape, nms_reach=reach).picks
+                      for v in volumes], ignore_index=True)
+
+
+def main() -> None:
+    args = parse_args()
+    run = Path(args.run)
+    device = resolve_device(args.device)
+    classes = load_classes("czii")
+    picks = read_picks_csv(run / "data" / "picks.csv")
+    tomograms = [read_tomogram(p) for p in sorted((run / "data" / "tomograms").glob("*.mrc"))]
+    labelled = [prepare_volume(t, picks, classes) for t in tomograms[:args.labelled]]
+    test = [prepare_volume(t, picks, classes)
+            for t in tomograms[args.labelled + args.unlabelled:]]
+    truth = labelled_references(test, classes)
+    models = [Path(m) for m in args.models] if args.models else sorted(
+        d for d in run.glob("seed*/*") if (d / "config.json").exists() and d.name != "burn-in")
+    flips = {"off": [False], "on": [True], "both": [False, True]}[args.flips]
+    rows = []
+    for model_dir in models:
+        model, card = load_model(model_dir, device)
+        for tta in flips:
+            config = PredictConfig(window=128, tta=tta)
+            heat = {v.name: predict_heatmaps(model, v.data, config, device)
+                    for v in [*labelled, *test]}
+            for reach in args.reaches:
+                candidates = peaks_at(heat, card, test, reach)
+                # thresholds as training chooses them; the oracle's, tuned on the test
+                # tomograms themselves, only shows how much the choice leaves on the table
+                choices = {
+                    "labelled": choose_thresholds(
+                        peaks_at(heat, card, labelled, reach),
+                        labelled_references(labelled, classes), classes, floor=PEAK_FLOOR,
+                        runs=[v.name for v in labelled]),
+                    "test (oracle)": choose_thresholds(
+                        candidates, truth, classes, floor=PEAK_FLOOR,
+                        runs=[v.name for v in test]),
+                    **{f"fixed {t:g}": t for t in args.fixed}}
+                for tuned_on, thresholds in choices.items():
+                    found = PeakCache("test", candidates).at(thresholds)
+                    row = score_picks(found, truth, classes)
+                    rows.append({"model": f"{model_dir.parent.name}/{model_dir.name}",
+                                 "flips": tta, "reach": reach, "thresholds on": tuned_on,
+                                 **row, "picks": len(found)})
+                    print(f"{rows[-1]['model']:32} flips {tta!s:5} reach {reach:g}, "
+                          f"thresholds on {tuned_on}: F1@0.5 {row['F1@0.5']:.3f}  CZII "
+                          f"{row['CZII']:.3f}  ({len(found)} picks, {len(truth)} particles)",
+                          flush=True)
+    table = pd.DataFrame(rows)
+    pd.set_option("display.width", 250)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    summary = table.groupby(["thresholds on", "flips", "reach"])[["F1@0.5", "CZII"]].agg(
+        ["mean", "std"])
+    print("\nover models:\n" + summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    print("command: python " + shlex.join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()
