@@ -220,10 +220,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from . import distributed
     from .inference.predict import PredictConfig
     from .io.formats import picks_format
     from .pipeline import Picker, pick_into
-    from .training import distributed
     from .training.loop import resolve_device
 
     picks_format(args.out, args.format, reading=False)  # a bad --out fails before any work
@@ -560,8 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     command = "semietpicker"
     try:
+        from . import distributed
         from .compute import use_available_cores
-        from .training import distributed
 
         args = build_parser().parse_args(argv)
         use_available_cores()

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import distributed as dist
 from .classes import ParticleClass
 from .inference.batch import parts_dir, prepare_parts, run_manifest
 from .inference.predict import PeakCache, PredictConfig, pick_tomogram
@@ -27,7 +28,6 @@ from .io.picks import empty_picks, read_picks_csv, write_picks_csv
 from .io.tomogram import Tomogram, bin_tomogram, write_tomogram
 from .model.checkpoint import WEIGHTS, ModelCard, load_model
 from .model.network import AsymmetricUNet3D
-from .training import distributed as dist
 from .training.data import Volume, prepare_volume, warn_unmatched_picks
 from .training.loop import TrainConfig, Trainer, TrainProgress, TrainResult, resolve_device
 

@@ -29,8 +29,8 @@ from napari_semietpicker.io.picks import picks_from_positions, read_picks_csv
 from napari_semietpicker.io.tomogram import Tomogram
 from napari_semietpicker.model.checkpoint import ModelCard
 from napari_semietpicker.model.network import ModelConfig
+from napari_semietpicker.model.views import predict_views_with_spread
 from napari_semietpicker.training.data import CropSampler, prepare_volume
-from napari_semietpicker.training.semi import predict_views_with_spread
 
 VOXEL, STRIDE = 10.0, 2
 CLASSES = [ParticleClass("a", 80.0, 1.0), ParticleClass("b", 80.0, 1.0)]  # sigma: 2 out voxels

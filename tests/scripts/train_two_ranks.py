@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from napari_semietpicker import distributed
 from napari_semietpicker.classes import ParticleClass
 from napari_semietpicker.io.picks import picks_from_positions
 from napari_semietpicker.io.tomogram import Tomogram
-from napari_semietpicker.training import distributed
 from napari_semietpicker.training.data import prepare_volume
 from napari_semietpicker.training.loop import TrainConfig, Trainer
 

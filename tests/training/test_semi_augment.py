@@ -5,13 +5,9 @@ import torch
 from torch import nn
 
 from napari_semietpicker.model.network import ModelConfig, build_model
+from napari_semietpicker.model.views import FLIP_VIEWS, predict_views
 from napari_semietpicker.training.augment import dropblock, dropblock_mask, random_flip_rot
-from napari_semietpicker.training.semi import (
-    FLIP_VIEWS,
-    batchnorm_statistics_frozen,
-    ema_update,
-    predict_views,
-)
+from napari_semietpicker.training.semi import batchnorm_statistics_frozen, ema_update
 
 
 def test_ema_moves_teacher_by_alpha():

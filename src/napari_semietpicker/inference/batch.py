@@ -12,9 +12,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import distributed as dist
 from ..io.atomic import write_text_atomic
 from ..model.checkpoint import WEIGHTS
-from ..training import distributed as dist
 
 MANIFEST = "manifest.json"
 

@@ -31,7 +31,7 @@ from ..io.tomogram import Tomogram, normalize
 from ..model.checkpoint import ModelCard
 from ..model.heatmap import NMS_REACH, find_peaks, nms_kernels
 from ..model.network import SIZE_MULTIPLE, AsymmetricUNet3D, fold_batch_norms
-from ..training.semi import FLIP_VIEWS, predict_views_with_spread
+from ..model.views import FLIP_VIEWS, predict_views_with_spread
 
 log = logging.getLogger(__name__)
 

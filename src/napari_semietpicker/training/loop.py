@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import distributed as dist
 from ..classes import ParticleClass
 from ..geometry import same_voxel_size
 from ..inference.predict import is_out_of_memory
@@ -31,16 +32,14 @@ from ..model.checkpoint import (
 )
 from ..model.losses import reweighted_mse
 from ..model.network import SIZE_MULTIPLE, AsymmetricUNet3D, ModelConfig, build_model
-from . import distributed as dist
+from ..model.views import FLIP_VIEWS, predict_views
 from .augment import random_flip_rot, random_intensity, strong_augment
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
 from .prefetch import Prefetcher
 from .semi import (
-    FLIP_VIEWS,
     batchnorm_statistics_frozen,
     ema_rate,
     ema_update,
-    predict_views,
     unlabelled_weight_factor,
 )
 

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from napari_semietpicker.cli import main
-from napari_semietpicker.training.distributed import shard
+from napari_semietpicker.distributed import shard
 
-SCRIPTS = Path(__file__).parents[1] / "scripts"
+SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def torchrun(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
