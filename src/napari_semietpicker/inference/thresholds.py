@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,10 @@ from ..io.picks import empty_picks, picks_from_positions, positions_A
 from ..metrics import CZII_BETA, CZII_DISTANCE_FACTOR, precision_recall_fbeta
 from ..model.checkpoint import ModelCard
 from ..model.network import AsymmetricUNet3D
-from ..training.data import Volume
 from .predict import PEAK_FLOOR, PredictConfig, peaks_from_heatmaps, predict_heatmaps
+
+if TYPE_CHECKING:  # only a type here: at run time inference never imports training
+    from ..training.data import Volume
 
 
 @dataclass
