@@ -24,13 +24,14 @@ import pandas as pd
 
 from napari_semietpicker.classes import load_classes
 from napari_semietpicker.cli import MODES
+from napari_semietpicker.compute import resolve_device
 from napari_semietpicker.inference.predict import PredictConfig, pick_tomogram
 from napari_semietpicker.io.tomogram import read_tomogram
 from napari_semietpicker.metrics import evaluate
 from napari_semietpicker.model.checkpoint import load_model
 from napari_semietpicker.simulate import simulate_dataset
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer, resolve_device
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 
 def parse_args() -> argparse.Namespace:

@@ -21,11 +21,12 @@ from pathlib import Path
 from ablation import print_per_run, score_model
 
 from napari_semietpicker.classes import load_classes
+from napari_semietpicker.compute import resolve_device
 from napari_semietpicker.io.formats import read_any_tomogram
 from napari_semietpicker.io.tomogram import read_tomogram
 from napari_semietpicker.simulate import simulate_dataset
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer, resolve_device
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 
 def parse_args() -> argparse.Namespace:

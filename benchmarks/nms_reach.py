@@ -22,6 +22,7 @@ import pandas as pd
 from ablation import score_picks
 
 from napari_semietpicker.classes import load_classes
+from napari_semietpicker.compute import resolve_device
 from napari_semietpicker.geometry import Grid
 from napari_semietpicker.inference.predict import (
     PEAK_FLOOR,
@@ -35,7 +36,6 @@ from napari_semietpicker.io.picks import read_picks_csv
 from napari_semietpicker.io.tomogram import read_tomogram
 from napari_semietpicker.model.checkpoint import ModelCard, load_model
 from napari_semietpicker.training.data import Volume, prepare_volume
-from napari_semietpicker.training.loop import resolve_device
 
 
 def parse_args() -> argparse.Namespace:

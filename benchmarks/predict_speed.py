@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from napari_semietpicker.classes import load_classes
+from napari_semietpicker.compute import resolve_device
 from napari_semietpicker.inference.predict import PredictConfig, pick_tomogram
 from napari_semietpicker.io.picks import write_picks_csv
 from napari_semietpicker.io.tomogram import read_tomogram, write_tomogram
 from napari_semietpicker.model.checkpoint import ModelCard
 from napari_semietpicker.model.network import ModelConfig, build_model
-from napari_semietpicker.training.loop import resolve_device
 
 CZII_SHAPE = (184, 630, 630)
 

@@ -43,6 +43,7 @@ import pandas as pd
 from ablation import print_per_run, score_model, score_picks
 
 from napari_semietpicker.classes import load_classes
+from napari_semietpicker.compute import resolve_device
 from napari_semietpicker.inference.predict import PeakCache
 from napari_semietpicker.inference.template_matching import MatchConfig, match_tomogram
 from napari_semietpicker.inference.thresholds import choose_thresholds, tune_model_thresholds
@@ -51,7 +52,7 @@ from napari_semietpicker.io.tomogram import read_tomogram
 from napari_semietpicker.model.checkpoint import load_card, save_model
 from napari_semietpicker.simulate import simulate_dataset
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer, resolve_device
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 #: (z, y, x) shape at 20 A: the whole CZII tomogram (184 x 630 x 630 at 10 A) binned 2x,
 #: or a quarter of its area for a CPU budget.

@@ -30,6 +30,7 @@ from ablation import print_per_run
 from scipy.spatial import cKDTree
 
 from napari_semietpicker.classes import load_classes
+from napari_semietpicker.compute import resolve_device
 from napari_semietpicker.inference.predict import PeakCache, PredictConfig, pick_tomogram
 from napari_semietpicker.inference.review import (
     ACCEPT,
@@ -46,7 +47,7 @@ from napari_semietpicker.metrics import evaluate
 from napari_semietpicker.model.checkpoint import load_model
 from napari_semietpicker.simulate import simulate_dataset
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer, resolve_device
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 ORDERS = ("ranked", "random", "score")
 

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from napari_semietpicker.classes import load_classes
-from napari_semietpicker.compute import autocast
+from napari_semietpicker.compute import autocast, resolve_device
 from napari_semietpicker.io.picks import picks_from_positions
 from napari_semietpicker.io.tomogram import Tomogram, bin_tomogram
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer, resolve_device
+from napari_semietpicker.training.loop import TrainConfig, Trainer
 
 CZII_SHAPE = (184, 630, 630)
 

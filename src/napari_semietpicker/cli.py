@@ -221,10 +221,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import distributed
+    from .compute import resolve_device
     from .inference.predict import PredictConfig
     from .io.formats import picks_format
     from .pipeline import Picker, pick_into
-    from .training.loop import resolve_device
 
     picks_format(args.out, args.format, reading=False)  # a bad --out fails before any work
     device = resolve_device(args.device)

@@ -13,6 +13,8 @@ import os
 
 import torch
 
+from . import distributed as dist
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -54,12 +56,30 @@ def use_available_cores() -> int:
     return threads
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA (this rank's GPU under torchrun), then Apple MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank() % torch.cuda.device_count())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but no CUDA GPU is available")
+    return device
+
+
 def available_devices() -> list[str]:
     """The devices this machine has: ``auto``, then ``cuda`` and ``mps`` if present, ``cpu``."""
     devices = ["auto"]
     if torch.cuda.is_available():
         devices.append("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if _mps_available():
         devices.append("mps")
     return [*devices, "cpu"]
 

@@ -20,6 +20,7 @@ import torch
 
 from . import distributed as dist
 from .classes import ParticleClass
+from .compute import resolve_device
 from .inference.batch import parts_dir, prepare_parts, run_manifest
 from .inference.predict import PeakCache, PredictConfig, pick_tomogram
 from .io.copick_io import read_copick_tomogram
@@ -29,7 +30,7 @@ from .io.tomogram import Tomogram, bin_tomogram, write_tomogram
 from .model.checkpoint import WEIGHTS, ModelCard, load_model
 from .model.network import AsymmetricUNet3D
 from .training.data import Volume, prepare_volume, warn_unmatched_picks
-from .training.loop import TrainConfig, Trainer, TrainProgress, TrainResult, resolve_device
+from .training.loop import TrainConfig, Trainer, TrainProgress, TrainResult
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ import torch
 
 from .. import distributed as dist
 from ..classes import ParticleClass
+from ..compute import resolve_device
 from ..geometry import same_voxel_size
 from ..inference.predict import is_out_of_memory
 from ..inference.thresholds import tune_model_thresholds
@@ -101,20 +102,6 @@ class TrainResult:
     stopped: bool
     reason: str
     losses: list[float] = field(default_factory=list)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA (this rank's GPU under torchrun), then Apple MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist.local_rank() % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but no CUDA GPU is available")
-    return device
 
 
 #: Independent random streams of one step (their order here is part of the seeds).
