@@ -124,6 +124,18 @@ def test_windows_past_the_end_read_the_padded_volume():
         assert torch.equal(window, expected)
 
 
+def test_windows_padded_by_more_than_an_axis_mirror_it_as_numpy_does():
+    """Reflection from one slice (F.pad) and by index (pads as long as the axis) mixed."""
+    volume = torch.from_numpy(np.random.default_rng(3).normal(size=(3, 30, 5)))
+    padded = torch.from_numpy(np.pad(volume.numpy(), [(0, 13), (0, 6), (0, 27)],
+                                     mode="reflect"))
+    for start, side in [((0, 20, 0), (16, 16, 32)), ((0, 24, 16), (8, 12, 16)),
+                        ((0, 0, 0), (3, 36, 5))]:
+        window = read_window(volume, start, side)
+        expected = padded[tuple(slice(s, s + n) for s, n in zip(start, side))]
+        assert torch.equal(window, expected)
+
+
 def test_prediction_without_a_padded_copy_is_unchanged_and_copies_nothing_whole():
     """The volume is no longer padded whole before the first window: the heatmaps are
     bitwise those of the padded volume, and numpy allocates no volume-sized array."""

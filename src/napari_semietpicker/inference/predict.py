@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from ..compute import PRECISIONS, autocast
 from ..geometry import (
@@ -164,16 +165,32 @@ def reflect_index(index: torch.Tensor, length: int) -> torch.Tensor:
 def read_window(volume: torch.Tensor, start: Sequence[int],
                 side: Sequence[int] | np.ndarray) -> torch.Tensor:
     """The window of ``side`` voxels at ``start`` of ``volume`` reflect-padded past its end:
-    the window of the padded volume, read without padding (copying) the whole volume."""
+    the window of the padded volume, read without padding (copying) the whole volume.
+
+    Past the end it reflects with one ``F.pad`` of the window's slice (a fast copy); an
+    axis padded by as much as its length (tiny volumes) is mirrored by index instead.
+    """
     start, side = [int(s) for s in start], [int(n) for n in side]
     window = volume
-    past_end = []
+    offsets, past_end, periodic = [0, 0, 0], [0, 0, 0], []
     for axis, (s, n) in enumerate(zip(start, side)):
-        if s + n <= volume.shape[axis]:
+        length = volume.shape[axis]
+        past = s + n - length
+        if past <= 0:
             window = window.narrow(axis, s, n)  # a view
+        elif past < length:  # reflect from the slice that the padding mirrors
+            first = min(s, length - 1 - past)
+            window = window.narrow(axis, first, length - first)
+            offsets[axis], past_end[axis] = s - first, past
         else:
-            past_end.append(axis)
-    for axis in past_end:  # copies only the window's voxels, the other axes cut first
+            periodic.append(axis)
+    if any(past_end):
+        pad = [0, past_end[2], 0, past_end[1], 0, past_end[0]]
+        window = F.pad(window[None, None], pad, mode="reflect")[0, 0]
+        for axis in range(3):
+            if past_end[axis]:
+                window = window.narrow(axis, offsets[axis], side[axis])
+    for axis in periodic:  # copies only the window's voxels, the other axes cut first
         index = reflect_index(torch.arange(start[axis], start[axis] + side[axis],
                                            device=volume.device), volume.shape[axis])
         window = window.index_select(axis, index)

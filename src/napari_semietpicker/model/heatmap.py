@@ -64,28 +64,48 @@ def render_targets(
     return heat
 
 
+#: z-slices per slab in :func:`local_maxima` on CPUs: a slab of a CZII heatmap and its
+#: running maxima stay in the core's cache (about 3x faster than whole-volume passes).
+MAXIMA_SLAB = 16
+
+
 def local_maxima(heat: torch.Tensor, kernel: int) -> torch.Tensor:
     """Boolean mask of voxels equal to the max of their cubic neighbourhood (D, H, W).
 
-    The cube max is separable: a running max along each axis in turn (border voxels see
-    only the inside of the volume).
+    The cube max is separable: a window max along each axis in turn, on the volume padded
+    once with -inf (border voxels see only the inside of the volume). On CPUs it runs slab
+    by slab along z, each slab with ``kernel // 2`` slices of halo, so that the passes stay
+    in cache; the mask is the same.
     """
-    pooled = heat
-    for dim in range(3):
-        pooled = running_max(pooled, dim, kernel)
-    return heat == pooled
+    depth = heat.shape[0]
+    slab = depth if heat.device.type != "cpu" else MAXIMA_SLAB
+    reach = kernel // 2
+    padded = F.pad(heat, [reach] * 6, value=float("-inf"))
+    mask = torch.empty(heat.shape, dtype=torch.bool, device=heat.device)
+    for start in range(0, depth, slab):
+        stop = min(depth, start + slab)
+        pooled = padded[start:stop + 2 * reach]
+        for dim in (2, 1, 0):
+            pooled = window_max(pooled, dim, kernel)
+        mask[start:stop] = heat[start:stop] == pooled
+    return mask
 
 
 def running_max(values: torch.Tensor, dim: int, kernel: int) -> torch.Tensor:
-    """Max over a centred window of ``kernel`` (odd) voxels along ``dim``, -inf outside.
+    """Max over a centred window of ``kernel`` (odd) voxels along ``dim``, -inf outside."""
+    pad = [0, 0] * values.ndim
+    pad[2 * (values.ndim - 1 - dim)] = pad[2 * (values.ndim - 1 - dim) + 1] = kernel // 2
+    return window_max(F.pad(values, pad, value=float("-inf")), dim, kernel)
+
+
+def window_max(values: torch.Tensor, dim: int, kernel: int) -> torch.Tensor:
+    """Max over each run of ``kernel`` voxels along ``dim`` ('valid': ``kernel - 1`` shorter).
 
     By doubling: maxima over windows of 1, 2, 4, ... voxels, then one more step to reach
     ``kernel``, so about log2(kernel) + 1 elementwise passes (several times faster on CPUs
     than ``max_pool3d`` with a (k, 1, 1) kernel, and exactly equal).
     """
-    pad = [0, 0] * values.ndim
-    pad[2 * (values.ndim - 1 - dim)] = pad[2 * (values.ndim - 1 - dim) + 1] = kernel // 2
-    window = F.pad(values, pad, value=float("-inf"))  # window[i] = max of 1 voxel from i
+    window = values  # window[i] = max of 1 voxel from i
     span = 1
     while span < kernel:
         step = min(span, kernel - span)  # window[i] = max of span + step voxels from i
@@ -127,18 +147,21 @@ def find_peaks(heat: torch.Tensor, kernel: int, floor: float) -> tuple[np.ndarra
     order = torch.argsort(scores, descending=True)
     peak_positions = positions[order].cpu().numpy().astype(float)
     peak_scores = scores[order].cpu().numpy().astype(float)
-    keep = _drop_plateau_twins(idx[order].cpu().numpy(), kernel)
+    keep = _drop_plateau_twins(idx[order].cpu().numpy(), peak_scores, kernel)
     return peak_positions[keep], peak_scores[keep]
 
 
-def _drop_plateau_twins(idx: np.ndarray, kernel: int) -> np.ndarray:
+def _drop_plateau_twins(idx: np.ndarray, scores: np.ndarray, kernel: int) -> np.ndarray:
     """Indices to keep so that a flat-topped maximum (tied voxels) gives one peak.
 
-    Two local maxima within one kernel of each other must have equal values, so of each
-    such pair the later one (in score order) is dropped.
+    Two local maxima within one kernel of each other must have equal values, so only
+    peaks whose score (sorted, highest first) ties another's are searched; of each such
+    pair the later one (in score order) is dropped.
     """
     keep = np.ones(len(idx), dtype=bool)
-    if len(idx) > 1:
-        pairs = cKDTree(idx).query_pairs(kernel // 2, p=np.inf, output_type="ndarray")
-        keep[pairs.max(axis=1)] = False
+    same = scores[1:] == scores[:-1]
+    tied = np.flatnonzero(np.concatenate([same, [False]]) | np.concatenate([[False], same]))
+    if len(tied) > 1:
+        pairs = cKDTree(idx[tied]).query_pairs(kernel // 2, p=np.inf, output_type="ndarray")
+        keep[tied[pairs.max(axis=1)]] = False
     return keep
