@@ -63,7 +63,7 @@ def score_model(model_dir: Path, tomograms, truth: pd.DataFrame, classes,
     the model's own per-class thresholds."""
     model, card = load_model(model_dir, device)
     limit = card.class_thresholds() if threshold is None else threshold
-    config = PredictConfig(window=128, precision=precision)
+    config = PredictConfig(precision=precision)
     tables = [pick_tomogram(model, card, t, config, device)[0].at(limit) for t in tomograms]
     return score_picks(pd.concat(tables, ignore_index=True), truth, classes)
 

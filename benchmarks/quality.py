@@ -1,8 +1,13 @@
 """Picking quality at realistic density and noise: template matching vs supervised vs
 SemiETPicker, every setting with thresholds chosen on the labelled tomograms only.
 
-Data: simulated tomograms at 20 A (the CZII tomograms binned 2x) at the real CZII particle
-density (``--density 1``), noise through the missing wedge, for each SNR of ``--snrs``.
+Data: tomograms simulated as they are acquired, at 10 A (``--acquired-voxel-size``, the
+CZII voxel size; 184 x 630 x 630 for ``czii-20A``) at the real CZII particle density
+(``--density 1``), noise through the missing wedge, for each SNR of ``--snrs`` (per 10 A
+voxel, the simulator's definition); then mean-binned to the model's 20 A (``--voxel-size``)
+by the pipeline's ``open_tomogram(path, level)``, as ``semietpicker train --bin 2`` does.
+Binning 2x averages 8 voxels of noise, so the binned SNR is several times the acquired one:
+simulating at 20 A directly with the same SNR is far harder than real binned data.
 The first ``--labelled`` are labelled, the next ``--unlabelled`` unlabelled, the rest
 test; only test tomograms are scored. Settings:
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import shlex
 import shutil
 import sys
@@ -48,14 +54,14 @@ from napari_semietpicker.inference.predict import PeakCache
 from napari_semietpicker.inference.template_matching import MatchConfig, match_tomogram
 from napari_semietpicker.inference.thresholds import choose_thresholds, tune_model_thresholds
 from napari_semietpicker.io.picks import read_picks_csv
-from napari_semietpicker.io.tomogram import read_tomogram
 from napari_semietpicker.model.checkpoint import load_card, save_model
+from napari_semietpicker.pipeline import open_tomogram
 from napari_semietpicker.simulate import simulate_dataset
 from napari_semietpicker.training.data import prepare_volume
 from napari_semietpicker.training.loop import TrainConfig, Trainer
 
-#: (z, y, x) shape at 20 A: the whole CZII tomogram (184 x 630 x 630 at 10 A) binned 2x,
-#: or a quarter of its area for a CPU budget.
+#: (z, y, x) shape at the model's 20 A: the whole CZII tomogram (184 x 630 x 630 at 10 A)
+#: binned 2x, or a quarter of its area for a CPU budget.
 SETTINGS = {"czii-20A": (92, 315, 315), "reduced": (46, 160, 160)}
 #: The rows ``--settings`` can choose.
 SETTING_NAMES = ("template", "supervised", "SemiETPicker")
@@ -66,7 +72,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default="quality-run")
     p.add_argument("--setting", choices=list(SETTINGS), default="reduced")
     p.add_argument("--shape", type=int, nargs=3, default=None, help="overrides --setting")
-    p.add_argument("--voxel-size", type=float, default=20.0)
+    p.add_argument("--voxel-size", type=float, default=20.0, help="the model's voxel size")
+    p.add_argument("--acquired-voxel-size", type=float, default=10.0,
+                   help="simulated at this voxel size, then binned to --voxel-size")
     p.add_argument("--density", type=float, default=1.0, help="x the CZII particle density")
     p.add_argument("--snrs", type=float, nargs="+", default=[0.05])
     p.add_argument("--labelled", type=int, default=2)
@@ -92,6 +100,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--balanced-classes", action="store_true",
                    help="positive crops centred on a class drawn uniformly, then its pick")
     return p.parse_args()
+
+
+def binning_level(acquired: float, model: float) -> int:
+    """How many 2x binnings take the acquired voxel size to the model's (a whole number)."""
+    level = round(math.log2(model / acquired))
+    if level < 0 or not math.isclose(acquired * 2**level, model, rel_tol=1e-3):
+        raise SystemExit(f"--voxel-size {model:g} must be --acquired-voxel-size {acquired:g} "
+                         "times a power of two")
+    return level
 
 
 def template_matching_candidates(tomograms, classes, rotations: int, cache: Path
@@ -156,6 +173,7 @@ def main() -> None:
     device = resolve_device(args.device)
     classes = load_classes("czii")
     shape = tuple(args.shape) if args.shape else SETTINGS[args.setting]
+    level = binning_level(args.acquired_voxel_size, args.voxel_size)
     n = args.labelled + args.unlabelled + args.test
     start = time.perf_counter()
     rows = []
@@ -164,16 +182,18 @@ def main() -> None:
         if args.reuse_data and (data / "data" / "picks.csv").exists():
             picks = read_picks_csv(data / "data" / "picks.csv")
         else:
-            picks = simulate_dataset(data / "data", n=n, shape=shape,
-                                     voxel_size=args.voxel_size, snr=snr,
+            picks = simulate_dataset(data / "data", n=n, shape=[s * 2**level for s in shape],
+                                     voxel_size=args.acquired_voxel_size, snr=snr,
                                      seed=args.data_seed, classes=classes,
                                      density=args.density)
-        tomograms = [read_tomogram(p) for p in sorted((data / "data" / "tomograms").glob("*.mrc"))]
+        tomograms = [open_tomogram(p, level)
+                     for p in sorted((data / "data" / "tomograms").glob("*.mrc"))]
         labelled_t = tomograms[:args.labelled]
         unlabelled_t = tomograms[args.labelled:args.labelled + args.unlabelled]
         test_t = tomograms[args.labelled + args.unlabelled:]
         truth = picks[picks["experiment"].isin([t.name for t in test_t])]
-        print(f"SNR {snr:g}: {n} simulated tomograms {shape} at {args.voxel_size:g} A, density "
+        print(f"SNR {snr:g}: {n} tomograms simulated at {args.acquired_voxel_size:g} A, "
+              f"binned to {args.voxel_size:g} A {tomograms[0].shape}, density "
               f"{args.density:g}x CZII; labelled {args.labelled} "
               f"({int(picks['experiment'].isin([t.name for t in labelled_t]).sum())} particles), "
               f"unlabelled {args.unlabelled}, test {args.test} ({len(truth)} particles); "
