@@ -5,14 +5,15 @@ CZII-sized tomogram for each preset and prints the figures and peak memory. "dat
 the host time spent making batches (in the prefetch thread); "waited %" is the time the
 training loop actually waited for them, which prefetching keeps near zero.
 
-Variants (``--variants``) change one thing each: ``bf16`` trains under bfloat16 autocast
-(as on a GPU), ``channels-last`` stores the network's weights channels-last (oneDNN's
-preferred layout), ``compile`` runs the student through torch.compile. ``--bin 2`` trains
+Variants (``--variants``) change one thing each: ``fp32`` is the Trainer as it is (weights
+channels-last, oneDNN's preferred layout), ``bf16`` trains under bfloat16 autocast (as on a
+GPU), ``contiguous`` stores the network's weights in the plain NCDHW layout instead,
+``compile`` runs the student through torch.compile. ``--bin 2`` trains
 at 20 A (the tomogram mean-binned 2x, the CPU default). Crops and batch sizes can be lists;
 "Mvox/s" (crop voxels per second) compares them fairly.
 
     python benchmarks/train_speed.py [--presets light] [--steps 20] [--device cpu]
-    python benchmarks/train_speed.py --bin 2 --variants fp32 bf16 channels-last compile \
+    python benchmarks/train_speed.py --bin 2 --variants fp32 bf16 contiguous compile \
         --crops 64 96 --batch-sizes 2 4
 """
 
@@ -52,8 +53,8 @@ def apply_variant(trainer: Trainer, variant: str) -> None:
     """Change one thing in how ``trainer`` computes (see the module docstring)."""
     if variant == "bf16":
         trainer._autocast = lambda: autocast("bf16", trainer.device)
-    elif variant == "channels-last":
-        trainer.student.to(memory_format=torch.channels_last_3d)
+    elif variant == "contiguous":
+        trainer.student.to(memory_format=torch.contiguous_format)
     elif variant == "compile":
         trainer.forward_student = torch.compile(trainer.student)
     elif variant != "fp32":
@@ -68,7 +69,7 @@ def main() -> None:
     parser.add_argument("--crops", type=int, nargs="+", default=[96])
     parser.add_argument("--bin", type=int, default=1, help="train at 10 A x this")
     parser.add_argument("--variants", nargs="+", default=["fp32"],
-                        help="fp32 (as the Trainer is), bf16, channels-last, compile")
+                        help="fp32 (as the Trainer is), bf16, contiguous, compile")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)

@@ -60,6 +60,22 @@ def test_trained_model_finds_held_out_particles(trained, blob_set):
     assert result.per_class["f1_0.5"].mean() > 0.6
 
 
+def test_student_trains_channels_last_and_its_file_holds_the_same_weights(blob_set, tmp_path):
+    """Channels-last weights (the faster layout) are saved plain: safetensors needs
+    contiguous tensors, and the file reloads to the very weights trained."""
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    trainer = Trainer(TrainConfig(steps=2, **TINY), classes, labelled, tmp_path)
+    trainer.run()
+    convs = [p for p in trainer.student.parameters() if p.dim() == 5]
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in convs)
+    assert any(not p.is_contiguous() for p in convs)
+    model, _ = load_model(tmp_path)
+    saved = model.state_dict()
+    for name, value in trainer.student.state_dict().items():
+        assert torch.equal(saved[name], value), name
+
+
 def test_stop_flag_ends_training_with_a_usable_model(blob_set, tmp_path):
     classes = blob_set["classes"]
     labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]

@@ -212,7 +212,9 @@ class Trainer:
                                     config.balanced_classes)
         self.unlabelled = CropSampler(unlabelled, crop_shape, (), model_config.output_stride,
                                       0.0) if unlabelled else None
-        self.student = build_model(model_config).to(self.device)
+        # channels-last weights: 1.18x faster steps on CPUs at 96^3 (oneDNN), as in picking
+        self.student = build_model(model_config).to(  # type: ignore[call-overload]
+            self.device, memory_format=torch.channels_last_3d)
         self.teacher: AsymmetricUNet3D | None = None
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
         self.forward_student: torch.nn.Module = self.student
