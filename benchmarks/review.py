@@ -6,11 +6,15 @@ put in one order across tomograms: ``ranked`` (the review queue, most uncertain 
 ``random``, or ``score`` (most confident first, as a person scrolling by score would). An
 oracle answers the first K items from the ground truth (accept; move when off by more than
 a quarter radius; change class when another class's particle is there; else reject). The
-pool's labels are then its picks at the thresholds with the answers applied (rejected picks
-become hard negatives), and the model is fine-tuned on the labelled tomograms plus the pool
-for a few steps. Every model is scored on held-out test tomograms: CZII F-beta4 and F1 at
-0.5 x radius per class. ``K = 0`` fine-tunes on the unreviewed picks alone: the gain of
-fine-tuning itself, to tell apart from the gain of the answers. CPU time is per round
+pool's labels are then the answers alone (``--pool-labels answers``, the default: accepted,
+moved and re-classed picks positives, rejected ones hard negatives, each labelling only its
+own neighbourhood, the rest of the pool unknown to the loss), or all its picks at the
+thresholds with the answers applied (``all``: unreviewed picks count as positives and
+unpicked places as background). The model is fine-tuned on the labelled tomograms plus the
+pool for a few steps. Every model is scored on held-out test tomograms: CZII F-beta4 and F1
+at 0.5 x radius per class. ``K = 0`` is the fine-tune without answers (on the labelled
+tomograms alone, or with ``all`` on the unreviewed picks): the gain of fine-tuning itself,
+to tell apart from the gain of the answers. CPU time is per round
 (fine-tune and scoring).
 
     python benchmarks/review.py                        # this 2-core CPU, ~20 minutes
@@ -73,6 +77,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument("--pool-labels", choices=["answers", "all"], default="answers",
+                   help="the pool's labels in fine-tuning: the answers alone, each labelling "
+                   "only its neighbourhood (partial volumes), or all shown picks with the "
+                   "answers applied (unreviewed picks as positives)")
     return p.parse_args()
 
 
@@ -109,7 +117,7 @@ def ordered_items(reviews: dict[str, Review], order: str, seed: int) -> list[tup
 def score(model_dir: Path, tomograms, truth: pd.DataFrame, classes, device) -> dict:
     """CZII F-beta4, mean F1 and F1 per class at 0.5 x radius, at the model's thresholds."""
     model, card = load_model(model_dir, device)
-    picks = [pick_tomogram(model, card, t, PredictConfig(window=128), device)[0]
+    picks = [pick_tomogram(model, card, t, PredictConfig(), device)[0]
              .at(card.class_thresholds()) for t in tomograms]
     result = evaluate(pd.concat(picks, ignore_index=True), truth, classes)
     row = dict(zip(result.per_class["particle_type"], result.per_class["f1_0.5"]))
@@ -134,7 +142,8 @@ def main() -> None:
     print(f"data: {n} simulated tomograms {tuple(args.shape)}: labelled {args.labelled}, pool "
           f"{args.pool}, test {args.test} ({len(test_truth)} particles); device {device}; "
           f"{args.steps} steps, then {args.finetune} fine-tuning steps per round; preset "
-          f"{args.preset}, crop {args.crop}, batch {args.batch_size}", flush=True)
+          f"{args.preset}, crop {args.crop}, batch {args.batch_size}; pool labels "
+          f"{args.pool_labels}", flush=True)
     rows = []
     for seed in args.seeds:
         base_seed = seed if args.base_seed is None else args.base_seed
@@ -154,7 +163,7 @@ def main() -> None:
         peaks, reviews = {}, {}
         cpu = time.process_time()
         for t in pool_t:
-            cache, heat = pick_tomogram(model, card, t, PredictConfig(window=128, tta=True),
+            cache, heat = pick_tomogram(model, card, t, PredictConfig(tta=True),
                                         device)
             peaks[t.name] = cache.picks.assign(peak=np.arange(len(cache.picks)))
             reviews[t.name] = Review(build_queue(cache.picks, classes, thresholds, heat,
@@ -177,10 +186,13 @@ def main() -> None:
                     reviews[name].decide(index, action, particle_type, zyx)
                     answers.append(action)
                 pool = []
+                keep_undecided = args.pool_labels == "all"
                 for t in pool_t:
+                    if not (keep_undecided or reviews[t.name].decisions):
+                        continue  # no answer: nothing known there
                     shown = PeakCache(t.name, peaks[t.name]).at(thresholds)
-                    pool.append(prepare_volume(t, labels_after_review(shown, reviews[t.name]),
-                                               classes))
+                    labels = labels_after_review(shown, reviews[t.name], keep_undecided)
+                    pool.append(prepare_volume(t, labels, classes, partial=not keep_undecided))
                 cpu, wall = time.process_time(), time.perf_counter()
                 run_dir = out / f"seed{seed}" / f"{order}-{budget}"
                 Trainer(tune, classes, [*labelled, *pool], run_dir, init_from=base).run()

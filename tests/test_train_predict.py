@@ -76,6 +76,22 @@ def test_student_trains_channels_last_and_its_file_holds_the_same_weights(blob_s
         assert torch.equal(saved[name], value), name
 
 
+def test_a_reviewed_tomogram_trains_on_its_answers_and_thresholds_come_from_the_complete(
+        blob_set, tmp_path):
+    """A partial volume (review answers only) trains with finite losses, and the thresholds
+    are chosen on the fully labelled tomogram alone: the reviewed one's unlabelled
+    particles would count as false positives there."""
+    classes = blob_set["classes"]
+    complete = prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)
+    answers = blob_set["picks"][blob_set["picks"].experiment == "blob_1"].iloc[:2]
+    reviewed = prepare_volume(blob_set["tomograms"][1], answers, classes, partial=True)
+    assert reviewed.partial and len(reviewed.positions) == 2
+    trainer = Trainer(TrainConfig(steps=4, **TINY), classes, [complete, reviewed], tmp_path)
+    result = trainer.run()
+    assert result.steps_done == 4 and np.isfinite(result.losses).all()
+    assert load_card(tmp_path).history["thresholds_chosen_on"] == ["blob_0"]
+
+
 def test_stop_flag_ends_training_with_a_usable_model(blob_set, tmp_path):
     classes = blob_set["classes"]
     labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]

@@ -69,3 +69,16 @@ def test_folded_batch_norms_compute_the_same_heatmaps_and_leave_the_model_alone(
     model.eval()
     with torch.no_grad():
         assert torch.allclose(folded(x), model(x), atol=1e-5)
+
+
+def test_unknown_target_voxels_count_in_neither_term():
+    """NaN marks voxels a partial label says nothing about: the loss is that of the known
+    voxels alone, whatever the prediction there."""
+    target = torch.tensor([1.0, 0.5, 0.0, 0.0, float("nan"), float("nan")]).reshape(1, 1, 1, 1, 6)
+    known = target[..., :4]
+    for pred_unknown in (0.0, 1.0):
+        pred = torch.tensor([0.0, 0.0, 1.0, 0.0, pred_unknown, pred_unknown]
+                            ).reshape(1, 1, 1, 1, 6)
+        expected = reweighted_mse(pred[..., :4], known, lam=4.0)
+        assert reweighted_mse(pred, target, lam=4.0).item() == pytest.approx(expected.item())
+    assert torch.isfinite(reweighted_mse(torch.zeros(1, 1, 2), torch.full((1, 1, 2), torch.nan)))

@@ -335,14 +335,16 @@ def review_path(tomogram_source_or_name: str | Path) -> Path:
     return picks.with_name(picks.name.removesuffix(".picks.csv") + ".review.csv")
 
 
-def labels_after_review(picks: pd.DataFrame, review: Review) -> pd.DataFrame:
+def labels_after_review(picks: pd.DataFrame, review: Review,
+                        keep_undecided: bool = True) -> pd.DataFrame:
     """Training labels of a reviewed tomogram: its current picks (those above threshold, with
     a ``peak`` id column) with the decisions applied. Decided peaks are replaced by their
     decision: accepted, moved and re-classed ones are positives at their final class and
     place, rejected ones hard negatives. Undecided picks stay positives (the model's own
-    labels, as "use corrections as labels" does)."""
+    labels, as "use corrections as labels" does) unless ``keep_undecided`` is False: then
+    the answers alone are the labels (for a volume prepared with ``partial=True``)."""
     decided = {int(review.queue["peak"].iloc[i]) for i in review.decisions}
-    kept = picks[~picks["peak"].isin(list(decided))]
+    kept = picks[~picks["peak"].isin(list(decided))] if keep_undecided else picks.iloc[:0]
     kept = kept[["experiment", "particle_type", "x", "y", "z", "score"]].assign(role=POSITIVE)
     answers = review.table()[["experiment", "particle_type", "x", "y", "z", "score", "role"]]
     return pd.concat([t for t in (kept, answers) if len(t)] or [kept], ignore_index=True)

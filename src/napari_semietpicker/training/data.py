@@ -38,16 +38,20 @@ class Volume:
     positions: np.ndarray | None = None  # (N, 3) voxel indices (Tomogram.grid); None = unlabelled
     class_index: np.ndarray | None = None  # (N,)
     negatives: np.ndarray | None = None  # (M, 3) input voxel positions of rejected picks
+    #: Labels hold only near its picks and negatives (a reviewed tomogram's answers): its
+    #: crops are centred there and the loss counts only within a particle radius of them.
+    partial: bool = False
 
 
 def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
-                   classes: Sequence[ParticleClass] = ()) -> Volume:
+                   classes: Sequence[ParticleClass] = (), *, partial: bool = False) -> Volume:
     """Normalise a tomogram and attach its picks (rows whose experiment is its name).
 
     Rows with ``role`` negative become hard negatives: positions the sampler centres crops
     on, with no target there. Picks are put in one order (class, then z, y, x), so a volume
     and the crops a seed draws from it do not depend on the order a file or the layers
-    listed them.
+    listed them. ``partial``: the picks label only their own neighbourhood (see
+    :attr:`Volume.partial`), as review answers do; elsewhere nothing is known.
     """
     data = normalize(tomogram.data, name=tomogram.label)
     if picks is None:
@@ -82,7 +86,7 @@ def prepare_volume(tomogram: Tomogram, picks: pd.DataFrame | None = None,
                     "of the radius to another pick)", tomogram.name, int((~keep).sum()),
                     100 * DUPLICATE_FRACTION)
     return Volume(tomogram.name, data, tomogram.voxel_size, positions[keep], class_index[keep],
-                  negatives if len(negatives) else None)
+                  negatives if len(negatives) else None, partial)
 
 
 def warn_unmatched_picks(picks: pd.DataFrame, tomogram_names: Sequence[str],
@@ -190,6 +194,10 @@ class CropSampler:
             origin = np.round(center + jitter - self.crop_shape / 2).astype(int)
             return np.clip(origin, 0, span)
 
+        if volume.partial:  # only the answers' neighbourhoods are labelled
+            known = [c for c in (volume.positions, volume.negatives) if c is not None and len(c)]
+            if known:
+                return around(np.concatenate(known))
         if (volume.positions is not None and labelled
                 and torch.rand((), generator=generator) < self.positive_fraction):
             if self.balanced_classes and volume.class_index is not None:
@@ -210,8 +218,32 @@ class CropSampler:
         reach = 3 * self.sigmas.max() * self.stride
         local = volume.positions - origin
         near = np.all((local > -reach) & (local < self.crop_shape + reach), axis=1)
-        return render_targets(input_to_output(local[near], self.stride),
-                              volume.class_index[near], out_shape, self.sigmas)
+        target = render_targets(input_to_output(local[near], self.stride),
+                                volume.class_index[near], out_shape, self.sigmas)
+        if volume.partial:
+            target[:, ~self._known(volume, origin, out_shape)] = np.nan
+        return target
+
+    def _known(self, volume: Volume, origin: np.ndarray, out_shape: tuple[int, int, int]
+               ) -> np.ndarray:
+        """Output voxels of the crop at ``origin`` within a particle radius of a label of a
+        partial volume: a pick's class radius, or the smallest radius around a negative
+        (a rejected pick says only that no particle is centred there)."""
+        assert self.sigmas is not None and volume.class_index is not None
+        radii = 2 * self.sigmas  # sigma is half the radius, in output voxels
+        centres = [volume.positions, volume.negatives]
+        reach = [radii[volume.class_index],
+                 np.full(0 if volume.negatives is None else len(volume.negatives), radii.min())]
+        grid = np.indices(out_shape, dtype=np.float32).reshape(3, -1).T
+        known = np.zeros(len(grid), dtype=bool)
+        for positions, radius in zip(centres, reach):
+            if positions is None:
+                continue
+            local = input_to_output(positions - origin, self.stride)
+            for centre, r in zip(local, radius):
+                if np.all((centre > -r) & (centre < np.asarray(out_shape) + r)):
+                    known |= ((grid - centre) ** 2).sum(axis=1) <= r * r
+        return known.reshape(out_shape)
 
     def sample(self, batch_size: int, generator: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor | None]:

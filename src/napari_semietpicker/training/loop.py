@@ -477,9 +477,13 @@ class Trainer:
         """Per-class thresholds of the prediction model, chosen on the labelled volumes
         (cross-validated between them) and kept in the model card for prediction."""
         model = self.teacher if self.teacher is not None else self.student
-        self.card.thresholds = tune_model_thresholds(model, self.card, self.labelled_volumes,
+        complete = [v for v in self.labelled_volumes if not v.partial]  # all picks known
+        if not complete:
+            log.info("no fully labelled tomogram: thresholds left as they were")
+            return
+        self.card.thresholds = tune_model_thresholds(model, self.card, complete,
                                                      self.device, self.config.threshold_beta)
-        self.card.history["thresholds_chosen_on"] = [v.name for v in self.labelled_volumes]
+        self.card.history["thresholds_chosen_on"] = [v.name for v in complete]
         log.info("thresholds chosen on the labelled tomograms: %s", ", ".join(
             f"{name} {value:.2f}" for name, value in self.card.thresholds.items()))
 
