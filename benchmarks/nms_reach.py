@@ -14,6 +14,7 @@ tomograms scored (mean F1 at 0.5 x radius, CZII F-beta4).
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ from napari_semietpicker.inference.predict import (
 from napari_semietpicker.inference.thresholds import choose_thresholds, labelled_references
 from napari_semietpicker.io.picks import read_picks_csv
 from napari_semietpicker.io.tomogram import read_tomogram
-from napari_semietpicker.model.checkpoint import ModelCard, load_model
+from napari_semietpicker.model.checkpoint import ModelCard, load_card, load_model
+from napari_semietpicker.pipeline import open_tomogram
 from napari_semietpicker.training.data import Volume, prepare_volume
 
 
@@ -66,19 +68,22 @@ def main() -> None:
     device = resolve_device(args.device)
     classes = load_classes("czii")
     picks = read_picks_csv(run / "data" / "picks.csv")
-    tomograms = [read_tomogram(p) for p in sorted((run / "data" / "tomograms").glob("*.mrc"))]
+    models = [Path(m) for m in args.models] if args.models else sorted(
+        d for d in run.glob("seed*/*") if (d / "config.json").exists() and d.name != "burn-in")
+    paths = sorted((run / "data" / "tomograms").glob("*.mrc"))
+    # the tomograms at the models' voxel size, binned as quality.py and train --bin do
+    level = round(math.log2(load_card(models[0]).voxel_size / read_tomogram(paths[0]).voxel_size))
+    tomograms = [open_tomogram(p, level) for p in paths]
     labelled = [prepare_volume(t, picks, classes) for t in tomograms[:args.labelled]]
     test = [prepare_volume(t, picks, classes)
             for t in tomograms[args.labelled + args.unlabelled:]]
     truth = labelled_references(test, classes)
-    models = [Path(m) for m in args.models] if args.models else sorted(
-        d for d in run.glob("seed*/*") if (d / "config.json").exists() and d.name != "burn-in")
     flips = {"off": [False], "on": [True], "both": [False, True]}[args.flips]
     rows = []
     for model_dir in models:
         model, card = load_model(model_dir, device)
         for tta in flips:
-            config = PredictConfig(window=128, tta=tta)
+            config = PredictConfig(tta=tta)
             heat = {v.name: predict_heatmaps(model, v.data, config, device)
                     for v in [*labelled, *test]}
             for reach in args.reaches:

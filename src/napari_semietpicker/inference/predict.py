@@ -31,7 +31,7 @@ from ..io.picks import empty_picks, picks_from_positions
 from ..io.tomogram import Tomogram, normalize
 from ..model.checkpoint import ModelCard
 from ..model.heatmap import NMS_REACH, find_peaks, nms_kernels
-from ..model.network import SIZE_MULTIPLE, AsymmetricUNet3D, fold_batch_norms
+from ..model.network import SIZE_MULTIPLE, AsymmetricUNet3D, channels_last, fold_batch_norms
 from ..model.views import FLIP_VIEWS, predict_views_with_spread
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,10 @@ def predict_heatmaps_with_spread(model: AsymmetricUNet3D, volume: np.ndarray | t
     weights = gaussian_weights(out_win, device)
     views = FLIP_VIEWS if config.tta else ((),)
     starts = list(itertools.product(*(axis_starts for _, axis_starts in plans)))
-    # channels-last convolutions are markedly faster on CPUs (oneDNN) and tensor cores.
+    model = fold_batch_norms(model)
+    if config.channels_last:
+        model = channels_last(model)
     layout = torch.channels_last_3d if config.channels_last else torch.contiguous_format
-    # Module.to takes memory_format; torch's stubs omit it
-    model = fold_batch_norms(model).to(memory_format=layout)  # type: ignore[call-overload]
     for first in range(0, len(starts), config.batch_size):
         if should_stop is not None and should_stop():
             raise InterruptedError("prediction stopped")

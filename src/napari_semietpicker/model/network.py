@@ -168,6 +168,15 @@ def count_parameters(model: nn.Module) -> int:
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
+def channels_last(model: ModuleT) -> ModuleT:
+    """``model`` with its weights in the channels-last layout (in place): oneDNN's preferred
+    layout on CPUs and the tensor cores', markedly faster for training steps and picking.
+    Every model the trainer computes with gets it, so that a resumed run computes exactly
+    as an unbroken one (the layout changes the convolutions' rounding)."""
+    # Module.to takes memory_format; torch's stubs omit it
+    return model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+
+
 def fold_batch_norms(model: ModuleT) -> ModuleT:
     """An inference copy of ``model`` in eval mode with every batch norm folded into the
     convolution before it (the same function: BN in eval mode is a per-channel affine map).

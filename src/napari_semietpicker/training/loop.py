@@ -32,7 +32,13 @@ from ..model.checkpoint import (
     save_model,
 )
 from ..model.losses import reweighted_mse
-from ..model.network import SIZE_MULTIPLE, AsymmetricUNet3D, ModelConfig, build_model
+from ..model.network import (
+    SIZE_MULTIPLE,
+    AsymmetricUNet3D,
+    ModelConfig,
+    build_model,
+    channels_last,
+)
 from ..model.views import FLIP_VIEWS, predict_views
 from .augment import random_flip_rot, random_intensity, strong_augment
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
@@ -212,9 +218,7 @@ class Trainer:
                                     config.balanced_classes)
         self.unlabelled = CropSampler(unlabelled, crop_shape, (), model_config.output_stride,
                                       0.0) if unlabelled else None
-        # channels-last weights: 1.18x faster steps on CPUs at 96^3 (oneDNN), as in picking
-        self.student = build_model(model_config).to(  # type: ignore[call-overload]
-            self.device, memory_format=torch.channels_last_3d)
+        self.student = channels_last(build_model(model_config).to(self.device))
         self.teacher: AsymmetricUNet3D | None = None
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
         self.forward_student: torch.nn.Module = self.student
@@ -293,7 +297,7 @@ class Trainer:
             self.total_steps += burn_in - self.config.steps
             self.config.steps = burn_in
             self.card.history["train_config"] = asdict(self.config)
-        self.teacher, _ = load_model(self.out_dir, self.device)
+        self.teacher = channels_last(load_model(self.out_dir, self.device)[0])
         self.teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
