@@ -134,9 +134,11 @@ class PredictionWidget(QWidget):
             "Write these per-class thresholds into the model's config.json: the CLI and the "
             "next prediction pick with them")
         self.save_thresholds_button.clicked.connect(self.save_thresholds)
-        self.thresholds.layout().addWidget(self.save_thresholds_button)
-        self.thresholds.layout().addWidget(self.labels_button)
-        self.thresholds.layout().addWidget(self.finetune_check)
+        rows_layout = self.thresholds.layout()
+        assert rows_layout is not None  # ThresholdRows lays itself out
+        rows_layout.addWidget(self.save_thresholds_button)
+        rows_layout.addWidget(self.labels_button)
+        rows_layout.addWidget(self.finetune_check)
         layout.addWidget(self.thresholds)
 
         self.evaluation_panel = EvaluationPanel(self.viewer, self.state, self._say)
@@ -193,6 +195,13 @@ class PredictionWidget(QWidget):
         """The prediction of the tomogram chosen in the dock, if it was predicted."""
         image = self._image()
         return None if image is None else self.predictions.get(tomogram_name(image))
+
+    def _predicted(self) -> Prediction:
+        """The current prediction, where one is needed (a clear error if not predicted)."""
+        prediction = self.current
+        if prediction is None:
+            raise ValueError("Predict this tomogram first.")
+        return prediction
 
     # -- predicting ------------------------------------------------------------------------------
     @property
@@ -278,9 +287,11 @@ class PredictionWidget(QWidget):
 
     def _add_layers(self, prediction: Prediction, heat: np.ndarray) -> None:
         """Each class's heatmap and (empty) predicted Points layer, made or updated."""
+        grid = prediction.cache.heatmap_grid
+        assert grid is not None  # prediction places its heatmaps
         for c, cls in enumerate(prediction.card.classes):
             show_heatmap(self.viewer, prediction.card, c, prediction.tomogram,
-                         prediction.origin, heat[c], prediction.cache.heatmap_grid)
+                         prediction.origin, heat[c], grid)
             points = self._find(Points, prediction.tomogram, PREDICTED, cls.name)
             if points is None:
                 points = add_points_layer(self.viewer, empty_picks(), cls, prediction.tomogram,
@@ -297,15 +308,15 @@ class PredictionWidget(QWidget):
         """Rebuild the class rows for the chosen tomogram's prediction."""
         prediction = self.current
         self.state.current = prediction
-        classes = [] if prediction is None else prediction.card.classes
+        if prediction is None:
+            self.thresholds.set_classes([], {}, {})
+            return
         shown = {}
-        for cls in classes:
+        for cls in prediction.card.classes:
             heat = self._find(Image, prediction.tomogram, HEATMAP, cls.name)
             shown[cls.name] = heat is not None and heat.visible
-        self.thresholds.set_classes(classes, {} if prediction is None else
-                                    prediction.thresholds, shown)
-        if prediction is not None:
-            self._update_counts()
+        self.thresholds.set_classes(prediction.card.classes, prediction.thresholds, shown)
+        self._update_counts()
 
     def set_heatmap_visible(self, class_name: str, visible: bool) -> None:
         if self.current is not None:
@@ -347,7 +358,7 @@ class PredictionWidget(QWidget):
 
     def repick(self, class_name: str, prediction: Prediction | None = None) -> None:
         """Show the cached peaks above the threshold, with the user's corrections applied."""
-        prediction = prediction or self.current
+        prediction = prediction or self._predicted()
         layer = self._find(Points, prediction.tomogram, PREDICTED, class_name)
         if layer is None:
             return
@@ -370,7 +381,7 @@ class PredictionWidget(QWidget):
             return
         layer = event.source
         meta = layer_meta(layer)
-        prediction = self.predictions.get(meta.get("tomogram"))
+        prediction = self.predictions.get(meta.get("tomogram", ""))
         if prediction is None or meta.get("class") not in prediction.edits:
             return
         world = world_points(layer)
@@ -411,16 +422,11 @@ class PredictionWidget(QWidget):
         Existing picks stay; a prediction within half a radius of one is not added twice.
         The predicted layers are hidden. Returns the number of picks added.
         """
-        prediction = self.current
-        if prediction is None:
-            raise ValueError("Predict this tomogram first.")
-        return merge_into_labels(self.viewer, prediction)
+        return merge_into_labels(self.viewer, self._predicted())
 
     def labels_summary(self) -> str:
         """What "Use corrections as labels" would add: points per class and thresholds."""
-        prediction = self.current
-        if prediction is None:
-            raise ValueError("Predict this tomogram first.")
+        prediction = self._predicted()
         parts = []
         for cls in prediction.card.classes:
             layer = self._find(Points, prediction.tomogram, PREDICTED, cls.name)
@@ -436,7 +442,7 @@ class PredictionWidget(QWidget):
         except ValueError as err:
             self._say(str(err), error=True)
             return
-        prediction = self.current
+        prediction = self._predicted()
         then = (" and fine-tune the model with them in the Training dock"
                 if self.finetune_check.isChecked() else "")
         answer = QMessageBox.question(
@@ -482,7 +488,7 @@ class PredictionWidget(QWidget):
 
     def reference_picks(self) -> pd.DataFrame:
         """Reference picks of the chosen tomogram: from the file, else from its layers."""
-        return self.evaluation_panel.reference_picks(self.current)
+        return self.evaluation_panel.reference_picks(self._predicted())
 
     def export(self, path: str | Path, format: str = "csv", class_name: str | None = None
                ) -> pd.DataFrame:

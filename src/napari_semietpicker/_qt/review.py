@@ -11,12 +11,14 @@ labels: accepted and moved picks join the class's picks layer, rejected ones go 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import napari
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Points
 from napari.utils.key_bindings import coerce_keybinding
+from qtpy.QtGui import QCloseEvent
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -68,7 +70,7 @@ class ReviewWidget(QWidget):
         self.review: Review | None = None
         self.prediction: Prediction | None = None
         self.index = -1
-        self.path = None
+        self.path: Path | None = None  # where the decisions are autosaved
         self._build()
         self._bound: dict[str, Callable[[napari.Viewer], None]] = {}
         for action, key in KEYS.items():
@@ -88,6 +90,7 @@ class ReviewWidget(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         header = self.table.horizontalHeader()
+        assert header is not None  # a table always has one
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
         header.setStretchLastSection(True)
         self.table.cellClicked.connect(lambda row, _: self.go(row))
@@ -102,7 +105,7 @@ class ReviewWidget(QWidget):
         layout.addLayout(moves)
         answers = QHBoxLayout()
         for text, slot in (("Accept", self.accept), ("Reject", self.reject),
-                           ("Move to cursor", self.move)):
+                           ("Move to cursor", self.move_pick)):
             button = QPushButton(f"{text} ({KEYS[text.lower()]})")
             button.clicked.connect(slot)
             answers.addWidget(button)
@@ -128,7 +131,7 @@ class ReviewWidget(QWidget):
 
     def _key(self, action: str) -> Callable[[napari.Viewer], None]:
         slots = {"accept": self.accept, "reject": self.reject, "change class": self.change_class,
-                 "move to cursor": self.move, "next": self.next, "previous": self.previous}
+                 "move to cursor": self.move_pick, "next": self.next, "previous": self.previous}
         return lambda viewer: slots[action]()
 
     # -- the queue ---------------------------------------------------------------------------
@@ -149,9 +152,10 @@ class ReviewWidget(QWidget):
         any is gone)."""
         layers = [find_layer(self.viewer, Image, prediction.tomogram, HEATMAP, c.name)
                   for c in prediction.card.classes]
-        if any(layer is None for layer in layers):
+        shown = [layer for layer in layers if layer is not None]
+        if len(shown) < len(layers):
             return None
-        return np.stack([np.asarray(layer.data, np.float32) for layer in layers])
+        return np.stack([np.asarray(layer.data, np.float32) for layer in shown])
 
     def build(self) -> None:
         """Rank the current prediction's picks and restore any decisions saved for them."""
@@ -182,24 +186,33 @@ class ReviewWidget(QWidget):
         self._say(f"{len(queue)} items to review in {prediction.tomogram}{note}. Keys: " +
                   ", ".join(f"{k} {a}" for a, k in KEYS.items()))
 
+    def _built(self) -> tuple[Review, Prediction]:
+        """The review queue and the prediction it was built from (an error before Build)."""
+        if self.review is None or self.prediction is None:
+            raise ValueError("Build the review queue first.")
+        return self.review, self.prediction
+
     def _fill_table(self) -> None:
-        queue = self.review.queue
+        queue = self._built()[0].queue
         self.table.setRowCount(len(queue))
         for row, item in enumerate(queue.itertuples()):
-            cells = [item.particle_type, f"{item.score:.2f}", f"{item.priority:.2f}", "",
-                     item.reason]
+            reason = str(item.reason)
+            cells = [str(item.particle_type), f"{item.score:.2f}", f"{item.priority:.2f}", "",
+                     reason]
             for column, text in enumerate(cells):
                 cell = QTableWidgetItem(text)
-                cell.setToolTip(item.reason)
+                cell.setToolTip(reason)
                 self.table.setItem(row, column, cell)
             self._show_decision(row)
         self._update_progress()
 
     def _show_decision(self, row: int) -> None:
-        decision = self.review.decisions.get(row)
+        decision = self._built()[0].decisions.get(row)
         text = "" if decision is None else decision.action + (
             f" to {decision.particle_type}" if decision.action == CHANGE_CLASS else "")
-        self.table.item(row, COLUMNS.index("decision")).setText(text)
+        cell = self.table.item(row, COLUMNS.index("decision"))
+        assert cell is not None  # _fill_table sets every cell
+        cell.setText(text)
 
     def _update_progress(self) -> None:
         self.progress_label.setText(self.review.progress() if self.review else "no queue yet")
@@ -207,7 +220,7 @@ class ReviewWidget(QWidget):
     # -- moving through it --------------------------------------------------------------------
     def go(self, index: int) -> None:
         """Show queue item ``index``: its slice, centred and zoomed, ringed in the viewer."""
-        if self.review is None or not len(self.review.queue):
+        if self.review is None or self.prediction is None or not len(self.review.queue):
             return
         self.index = int(np.clip(index, 0, len(self.review.queue) - 1))
         item = self.review.item(self.index)
@@ -228,13 +241,13 @@ class ReviewWidget(QWidget):
         return float(min(size().width(), size().height())) if size else 600.0
 
     def _ring(self, world: np.ndarray, radius: float) -> None:
-        layer = find_layer(self.viewer, Points, self.prediction.tomogram, CURRENT, None)
+        tomogram = self._built()[1].tomogram
+        layer = find_layer(self.viewer, Points, tomogram, CURRENT, None)
         if layer is None:
             layer = self.viewer.add_points(
                 world[None], name="review item", size=2.4 * radius, face_color="transparent",
                 border_color="white", border_width=0.15, projection_mode="rescale_spherical",
-                units="angstrom", metadata={META: {
-                    "tomogram": self.prediction.tomogram, "role": CURRENT}})
+                units="angstrom", metadata={META: {"tomogram": tomogram, "role": CURRENT}})
             self.viewer.layers.selection.active = layer
         else:
             layer.data, layer.size = world[None], 2.4 * radius
@@ -248,7 +261,7 @@ class ReviewWidget(QWidget):
     # -- answering ----------------------------------------------------------------------------
     def _decide(self, action: str, particle_type: str | None = None,
                 zyx: np.ndarray | None = None) -> None:
-        if self.review is None or self.index < 0:
+        if self.review is None or self.path is None or self.index < 0:
             self._say("Build the review queue first.", error=True)
             return
         decision = self.review.decide(self.index, action, particle_type, zyx)
@@ -280,7 +293,7 @@ class ReviewWidget(QWidget):
             chosen = names[(names.index(own) + 1) % len(names)]
         self._decide(CHANGE_CLASS, chosen)
 
-    def move(self) -> None:
+    def move_pick(self) -> None:
         """The item is a particle whose centre is at the mouse cursor."""
         if self.prediction is None:
             self._say("Build the review queue first.", error=True)
@@ -292,9 +305,7 @@ class ReviewWidget(QWidget):
     def use_as_labels(self) -> tuple[int, int]:
         """Accepted, moved and re-classed picks (and the undecided picks shown) join the
         picks layers; rejected ones fill ``<class> negatives`` layers. Returns the counts."""
-        if self.review is None:
-            raise ValueError("Build the review queue first.")
-        prediction = self.prediction
+        review, prediction = self._built()
         shown = []
         for cls in prediction.card.classes:
             world, features = prediction.corrected(cls.name)
@@ -307,7 +318,7 @@ class ReviewWidget(QWidget):
             shown.append(table)
         current = pd.concat(shown, ignore_index=True)
         current.loc[current["peak"] == USER_POINT, "peak"] = -2  # never a queued peak id
-        labels = labels_after_review(current, self.review)
+        labels = labels_after_review(current, review)
         positives = negatives = 0
         for cls in prediction.card.classes:
             own = labels[labels["particle_type"] == cls.name]
@@ -319,7 +330,7 @@ class ReviewWidget(QWidget):
 
     def _negatives_layer(self, cls: ParticleClass, rejected: pd.DataFrame) -> None:
         """Replace the class's hard negatives with these (a picks layer, role feature)."""
-        prediction = self.prediction
+        prediction = self._built()[1]
         layer = next((la for la in self.viewer.layers if isinstance(la, Points)
                       and layer_meta(la).get("negatives")
                       and layer_meta(la).get("class") == cls.name
@@ -345,9 +356,9 @@ class ReviewWidget(QWidget):
             self._say(str(err), error=True)
             return
         self._say(f"{positives} pick(s) added as labels and {negatives} hard negative(s) of "
-                  f"{self.prediction.tomogram}: fine-tune in the Training dock.")
+                  f"{self._built()[1].tomogram}: fine-tune in the Training dock.")
 
-    def closeEvent(self, event: object) -> None:  # noqa: N802 (Qt API)
+    def closeEvent(self, event: QCloseEvent | None) -> None:  # noqa: N802 (Qt API)
         """Unbind the panel's keys, where still its own (decisions are already saved)."""
         for key, func in self._bound.items():
             if self.viewer.keymap.get(coerce_keybinding(key)) is func:

@@ -22,14 +22,16 @@ that puts classes the CZII score weighs less later, into one queue across classe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
 
 from ..classes import ParticleClass
@@ -148,15 +150,16 @@ def uncovered_regions(heat: torch.Tensor | np.ndarray, classes: Sequence[Particl
                                        "mass"])
 
 
-def _peak_reason(row: object, thresholds: Mapping[str, float]) -> str:
-    """Why a peak is in the queue: its signals, strongest first."""
-    parts = [(row.signal_near, f"score {row.score:.2f} near threshold "
-                         f"{thresholds[row.particle_type]:.2f}"),
-             (row.signal_views, f"flip views disagree (sd {row.signal_spread:.2f})"),
-             (row.signal_confusion,
-              f"also {row.signal_rival_type} {row.signal_rival_score:.2f} here")]
+def _peak_reason(row: Mapping[Hashable, Any], thresholds: Mapping[str, float]) -> str:
+    """Why a peak is in the queue (``row``: one record of the queue, with its ``signal_*``
+    columns): its signals, strongest first."""
+    parts = [(row["signal_near"], f"score {row['score']:.2f} near threshold "
+                                  f"{thresholds[row['particle_type']]:.2f}"),
+             (row["signal_views"], f"flip views disagree (sd {row['signal_spread']:.2f})"),
+             (row["signal_confusion"],
+              f"also {row['signal_rival_type']} {row['signal_rival_score']:.2f} here")]
     said = [text for u, text in sorted(parts, key=lambda p: -p[0]) if u > 0.05]
-    return "; ".join(said) or f"confident (score {row.score:.2f})"
+    return "; ".join(said) or f"confident (score {row['score']:.2f})"
 
 
 def class_factors(classes: Sequence[ParticleClass]) -> dict[str, float]:
@@ -216,8 +219,8 @@ def build_queue(peaks: pd.DataFrame, classes: Sequence[ParticleClass],
     queue = queue.sort_values(["priority", "score"], ascending=[False, False], kind="stable")
     queue = queue.iloc[:max_items].reset_index(drop=True)
     queue["item"] = np.arange(len(queue))
-    queue["reason"] = [row.reason if row.kind == "uncovered" else _peak_reason(row, thresholds)
-                       for row in queue.itertuples()]
+    queue["reason"] = [row["reason"] if row["kind"] == "uncovered" else
+                       _peak_reason(row, thresholds) for row in queue.to_dict("records")]
     columns = ["experiment", "particle_type", "x", "y", "z", "score", *QUEUE_COLUMNS]
     return queue[columns + (["view_spread"] if "view_spread" in queue else [])]
 
@@ -260,11 +263,12 @@ class Review:
         return self.queue.iloc[index]
 
     def decide(self, index: int, action: str, particle_type: str | None = None,
-               zyx: Sequence[float] | None = None) -> Decision:
+               zyx: ArrayLike | None = None) -> Decision:
         """Record an answer for queue item ``index`` (class and position default to its own)."""
         row = self.item(index)
         decision = Decision(int(row["item"]), action, particle_type or str(row["particle_type"]),
-                            row[["z", "y", "x"]].to_numpy(float) if zyx is None else zyx)
+                            row[["z", "y", "x"]].to_numpy(float) if zyx is None else
+                            np.asarray(zyx, dtype=float))
         self.decisions[decision.item] = decision
         return decision
 
@@ -297,10 +301,12 @@ class Review:
         restored = 0
         sources = table[["source_z", "source_y", "source_x"]].to_numpy(float)
         tree = cKDTree(positions_A(self.queue))
-        for row, source in zip(table.itertuples(), sources):
+        for action, particle_type, zyx, source_type, source in zip(
+                table["action"].astype(str), table["particle_type"].astype(str),
+                table[["z", "y", "x"]].to_numpy(float), table["source_type"], sources):
             for index in tree.query_ball_point(source, tolerance_A):
-                if self.queue["particle_type"].iloc[index] == row.source_type:
-                    self.decide(index, row.action, row.particle_type, (row.z, row.y, row.x))
+                if self.queue["particle_type"].iloc[index] == source_type:
+                    self.decide(index, action, particle_type, zyx)
                     restored += 1
                     break
         return restored
