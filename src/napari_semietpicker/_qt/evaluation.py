@@ -31,7 +31,7 @@ from ..metrics import CZII_BETA, CZII_DISTANCE_FACTOR, Evaluation, evaluate, mat
 from ._layer_tools import find_layer, layer_meta, layer_picks, role_layers
 from ._widgets import fit_table_height
 from .corrections import Prediction
-from .prediction_state import PredictionState, current_picks
+from .prediction_state import PredictionState, current_picks, require_prediction
 
 MISSED = "missed"
 #: Hits, false picks and missed references differ by symbol, not hue: hues are the classes'.
@@ -116,9 +116,7 @@ class EvaluationPanel(QGroupBox):
 
     def evaluate(self) -> Evaluation:
         """Score the current picks, colour them TP/FP, show missed references and a table."""
-        prediction = self.state.current
-        if prediction is None:
-            raise ValueError("Predict this tomogram first.")
+        prediction = require_prediction(self.state.current)
         reference = self.reference_picks(prediction)
         if reference.empty:
             raise ValueError(f"No reference picks for {prediction.tomogram}: open a reference "

@@ -58,7 +58,7 @@ from .evaluation import EvaluationPanel
 from .export import ExportPanel
 from .lifecycle import BackgroundJob, DockLifecycle
 from .predict_job import run_prediction
-from .prediction_state import PredictionState, current_picks
+from .prediction_state import PredictionState, current_picks, require_prediction
 from .thresholds import ThresholdRows
 from .training import TrainingWidget
 
@@ -198,10 +198,7 @@ class PredictionWidget(QWidget):
 
     def _predicted(self) -> Prediction:
         """The current prediction, where one is needed (a clear error if not predicted)."""
-        prediction = self.current
-        if prediction is None:
-            raise ValueError("Predict this tomogram first.")
-        return prediction
+        return require_prediction(self.current)
 
     # -- predicting ------------------------------------------------------------------------------
     @property

@@ -56,12 +56,18 @@ class PredictionState:
             self.updating = False
 
 
+def require_prediction(prediction: Prediction | None) -> Prediction:
+    """The prediction where one is needed: a clear error if the tomogram is not predicted."""
+    if prediction is None:
+        raise ValueError("Predict this tomogram first.")
+    return prediction
+
+
 def current_picks(viewer: napari.Viewer, prediction: Prediction | None,
                   class_name: str | None = None) -> pd.DataFrame:
     """A prediction's picks as shown (thresholded and corrected), in Angstrom from the
     tomogram's corner: one class, or all (``class_name`` None)."""
-    if prediction is None:
-        raise ValueError("Predict this tomogram first.")
+    prediction = require_prediction(prediction)
     tables = [layer_picks(layer, prediction.origin, prediction.tomogram)
               for layer in role_layers(viewer, prediction.tomogram, PREDICTED)
               if class_name in (None, layer_meta(layer)["class"])]
