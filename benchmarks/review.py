@@ -6,11 +6,11 @@ put in one order across tomograms: ``ranked`` (the review queue, most uncertain 
 ``random``, or ``score`` (most confident first, as a person scrolling by score would). An
 oracle answers the first K items from the ground truth (accept; move when off by more than
 a quarter radius; change class when another class's particle is there; else reject). The
-pool's labels are then the answers alone (``--pool-labels answers``, the default: accepted,
-moved and re-classed picks positives, rejected ones hard negatives, each labelling only its
-own neighbourhood, the rest of the pool unknown to the loss), or all its picks at the
-thresholds with the answers applied (``all``: unreviewed picks count as positives and
-unpicked places as background). The model is fine-tuned on the labelled tomograms plus the
+pool's labels are then all its picks at the thresholds with the answers applied
+(``--pool-labels all``, the default, as the review dock's "use as labels" does: unreviewed
+picks count as positives and unpicked places as background), or the answers alone
+(``answers``: accepted, moved and re-classed picks positives, rejected ones hard negatives,
+each labelling only its own neighbourhood, the rest of the pool unknown to the loss). The model is fine-tuned on the labelled tomograms plus the
 pool for a few steps. Every model is scored on held-out test tomograms: CZII F-beta4 and F1
 at 0.5 x radius per class. ``K = 0`` is the fine-tune without answers (on the labelled
 tomograms alone, or with ``all`` on the unreviewed picks): the gain of fine-tuning itself,
@@ -77,7 +77,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.add_argument("--pool-labels", choices=["answers", "all"], default="answers",
+    p.add_argument("--pool-labels", choices=["answers", "all"], default="all",
                    help="the pool's labels in fine-tuning: the answers alone, each labelling "
                    "only its neighbourhood (partial volumes), or all shown picks with the "
                    "answers applied (unreviewed picks as positives)")
