@@ -10,12 +10,12 @@ pool's labels are then all its picks at the thresholds with the answers applied
 (``--pool-labels all``, the default, as the review dock's "use as labels" does: unreviewed
 picks count as positives and unpicked places as background), or the answers alone
 (``answers``: accepted, moved and re-classed picks positives, rejected ones hard negatives,
-each labelling only its own neighbourhood, the rest of the pool unknown to the loss). The model is fine-tuned on the labelled tomograms plus the
-pool for a few steps. Every model is scored on held-out test tomograms: CZII F-beta4 and F1
-at 0.5 x radius per class. ``K = 0`` is the fine-tune without answers (on the labelled
-tomograms alone, or with ``all`` on the unreviewed picks): the gain of fine-tuning itself,
-to tell apart from the gain of the answers. CPU time is per round
-(fine-tune and scoring).
+each labelling only its own neighbourhood, the rest of the pool unknown to the loss). The
+model is fine-tuned on the labelled tomograms plus the pool for a few steps. Every model is
+scored on held-out test tomograms: CZII F-beta4 and F1 at 0.5 x radius per class. ``K = 0``
+is the fine-tune without answers (with ``all`` on the unreviewed picks, with ``answers`` on
+the labelled tomograms alone): the gain of fine-tuning itself, to tell apart from the gain of
+the answers. CPU time is per round (fine-tune and scoring).
 
     python benchmarks/review.py                        # this 2-core CPU, ~20 minutes
     python benchmarks/review.py --budgets 2 --seeds 0 --steps 20 --finetune 10 \

@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         for level in args.levels:
             level_shape = tuple(max(32, round(s / 2**level)) for s in shape)
             windows = planned_windows(config, level_shape,
-                                      PredictConfig(window=args.window, overlap=args.overlap))
+                                      PredictConfig(window=args.window, overlap=args.overlap,
+                                                    tta=False))
             flops = sum(counted_flops(config, w) for w in windows)
             voxels = sum(int(np.prod(w[2:])) for w in windows)
             per_voxel = flops / voxels
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
                 card = ModelCard(classes=classes, voxel_size=10.0 * 2**level, model=config)
                 for precision in args.precisions:
                     predict = PredictConfig(window=args.window, overlap=args.overlap,
-                                            precision=precision)
+                                            tta=False, precision=precision)  # one view
                     stages = pick_stages(model, card, path, predict)
                     print_stage_table(f"pick, {preset} at {10 * 2**level} A, {precision}",
                                       stages, counts[preset, level], peak, precision)

@@ -349,7 +349,7 @@ def _pick(case: dict, folder: Path) -> tuple[pd.DataFrame, Tomogram]:
                     "--format", case["format"], "--threshold", "0.3", "--level", str(level),
                     "--window", str(case["window"]), "--overlap", str(case["overlap"]),
                     "--batch-size", str(case["batch"]), "--device", "cpu"]
-            assert main(args + (["--tta"] if case["tta"] else [])) == 0
+            assert main(args + (["--tta"] if case["tta"] else ["--no-tta"])) == 0
     picks = read_picks(out, voxel_size=tomogram.voxel_size, shape=tomogram.shape,
                        particle_type="blob", tomogram_name="t")
     return picks, tomogram

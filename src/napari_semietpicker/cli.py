@@ -231,10 +231,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     distributed.init_from_env(device.type)
     picker = Picker.load(args.model, device)
     card = picker.card
-    windows = {k: v for k, v in (("window", args.window), ("overlap", args.overlap))
-               if v is not None}  # unset: PredictConfig's defaults, in one place
-    config = PredictConfig(**windows, tta=args.tta, batch_size=args.batch_size,
-                           precision=args.precision)
+    chosen = {k: v for k, v in (("window", args.window), ("overlap", args.overlap),
+                                ("tta", args.tta)) if v is not None}
+    # unset: PredictConfig's defaults, in one place
+    config = PredictConfig(**chosen, batch_size=args.batch_size, precision=args.precision)
     thresholds = args.threshold if args.threshold is not None else {
         **card.class_thresholds(), **_class_thresholds(args.class_threshold, card.classes)}
     tomograms = _tomograms(args, args.tomograms, args.runs)
@@ -480,7 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-threshold", nargs="+", default=[], metavar="CLASS=VALUE",
                    help="score threshold of some classes, e.g. ribosome=0.5 (the others keep "
                         "the model's, which training chose on the labelled tomograms)")
-    p.add_argument("--tta", action="store_true", help="average flips along z, y and x")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the flips along z, y and x (default: on; --no-tta is 4x "
+                        "faster)")
     p.add_argument("--heatmaps", default=None, help="folder for per-class heatmap MRC files")
     p.add_argument("--device", default="auto")
     p.add_argument("--window", type=_int_at_least(32), default=None,

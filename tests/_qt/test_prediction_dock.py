@@ -133,8 +133,8 @@ def test_threshold_slider_repicks_from_the_cache_only(predicted, blob_viewer):
     assert counts[0] > counts[-1] and counts == sorted(counts, reverse=True)
     assert calls == [1]  # no inference again
     assert layer in blob_viewer.layers  # updated in place, not replaced
+    # its time (target 50 ms) is a benchmark's figure (predict_speed.py), not a test's
     print(f"threshold re-pick took {dock.last_repick_ms:.1f} ms")
-    assert dock.last_repick_ms < 250  # target 50 ms; slack for a loaded CI machine
 
 
 def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer, qtbot,

@@ -104,6 +104,7 @@ class PredictionWidget(QWidget):
         self.window_spin.setToolTip("sliding-window side in voxels (multiple of 32)")
         form.addRow("Window", self.window_spin)
         self.tta_check = QCheckBox("test-time flips (4 views, slower)")
+        self.tta_check.setChecked(PredictConfig.tta)
         form.addRow(self.tta_check)
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
