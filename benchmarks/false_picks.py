@@ -16,11 +16,11 @@ of its class, one pick per particle) is put in the first kind that fits:
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from quality import binning_level
 from scipy.spatial import cKDTree
 
 from napari_semietpicker.classes import load_classes
@@ -78,7 +78,7 @@ def main() -> None:
     pd.set_option("display.width", 250)
     for model_dir in map(Path, args.models):
         model, card = load_model(model_dir, device)
-        level = round(math.log2(card.voxel_size / read_tomogram(paths[0]).voxel_size))
+        level = binning_level(read_tomogram(paths[0]).voxel_size, card.voxel_size)
         rows = []
         for path in paths:
             tomogram = open_tomogram(path, level)
@@ -93,9 +93,12 @@ def main() -> None:
                                                              .sum()),
                              "picks": len(own), "hits": hits,
                              "duplicate": counts.pop("within half a radius") - hits, **counts})
-        table = pd.DataFrame(rows).groupby("class", sort=False).sum()
         print(f"\n{model_dir} ({len(paths)} test tomograms, the model's thresholds): "
               "false picks by kind")
+        if not rows:
+            print("no picks at the model's thresholds")
+            continue
+        table = pd.DataFrame(rows).groupby("class", sort=False).sum()
         print(table[["particles", "picks", "hits", *KINDS]].to_string())
 
 

@@ -14,13 +14,13 @@ tomograms scored (mean F1 at 0.5 x radius, CZII F-beta4).
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 from pathlib import Path
 
 import pandas as pd
 from ablation import score_picks
+from quality import binning_level
 
 from napari_semietpicker.classes import load_classes
 from napari_semietpicker.compute import resolve_device
@@ -72,7 +72,7 @@ def main() -> None:
         d for d in run.glob("seed*/*") if (d / "config.json").exists() and d.name != "burn-in")
     paths = sorted((run / "data" / "tomograms").glob("*.mrc"))
     # the tomograms at the models' voxel size, binned as quality.py and train --bin do
-    level = round(math.log2(load_card(models[0]).voxel_size / read_tomogram(paths[0]).voxel_size))
+    level = binning_level(read_tomogram(paths[0]).voxel_size, load_card(models[0]).voxel_size)
     tomograms = [open_tomogram(p, level) for p in paths]
     labelled = [prepare_volume(t, picks, classes) for t in tomograms[:args.labelled]]
     test = [prepare_volume(t, picks, classes)

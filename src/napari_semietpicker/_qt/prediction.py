@@ -197,10 +197,6 @@ class PredictionWidget(QWidget):
         image = self._image()
         return None if image is None else self.predictions.get(tomogram_name(image))
 
-    def _predicted(self) -> Prediction:
-        """The current prediction, where one is needed (a clear error if not predicted)."""
-        return require_prediction(self.current)
-
     # -- predicting ------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
@@ -356,7 +352,7 @@ class PredictionWidget(QWidget):
 
     def repick(self, class_name: str, prediction: Prediction | None = None) -> None:
         """Show the cached peaks above the threshold, with the user's corrections applied."""
-        prediction = prediction or self._predicted()
+        prediction = prediction or require_prediction(self.current)
         layer = self._find(Points, prediction.tomogram, PREDICTED, class_name)
         if layer is None:
             return
@@ -420,11 +416,11 @@ class PredictionWidget(QWidget):
         Existing picks stay; a prediction within half a radius of one is not added twice.
         The predicted layers are hidden. Returns the number of picks added.
         """
-        return merge_into_labels(self.viewer, self._predicted())
+        return merge_into_labels(self.viewer, require_prediction(self.current))
 
     def labels_summary(self) -> str:
         """What "Use corrections as labels" would add: points per class and thresholds."""
-        prediction = self._predicted()
+        prediction = require_prediction(self.current)
         parts = []
         for cls in prediction.card.classes:
             layer = self._find(Points, prediction.tomogram, PREDICTED, cls.name)
@@ -440,7 +436,7 @@ class PredictionWidget(QWidget):
         except ValueError as err:
             self._say(str(err), error=True)
             return
-        prediction = self._predicted()
+        prediction = require_prediction(self.current)
         then = (" and fine-tune the model with them in the Training dock"
                 if self.finetune_check.isChecked() else "")
         answer = QMessageBox.question(
@@ -486,7 +482,7 @@ class PredictionWidget(QWidget):
 
     def reference_picks(self) -> pd.DataFrame:
         """Reference picks of the chosen tomogram: from the file, else from its layers."""
-        return self.evaluation_panel.reference_picks(self._predicted())
+        return self.evaluation_panel.reference_picks(require_prediction(self.current))
 
     def export(self, path: str | Path, format: str = "csv", class_name: str | None = None
                ) -> pd.DataFrame:
