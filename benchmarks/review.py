@@ -51,7 +51,7 @@ from napari_semietpicker.metrics import evaluate
 from napari_semietpicker.model.checkpoint import load_model
 from napari_semietpicker.simulate import simulate_dataset
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import FINE_TUNE_LR, TrainConfig, Trainer
 
 ORDERS = ("ranked", "random", "score")
 
@@ -71,6 +71,8 @@ def parse_args() -> argparse.Namespace:
                         "vary the fine-tuning and the random order only (saves time)")
     p.add_argument("--steps", type=int, default=400, help="training steps of the first model")
     p.add_argument("--finetune", type=int, default=150, help="fine-tuning steps per round")
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help="fine-tuning learning rate (default: the one train --init-from uses)")
     p.add_argument("--budgets", type=int, nargs="+", default=[10, 25, 50])
     p.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
     p.add_argument("--preset", default="light")
@@ -143,7 +145,8 @@ def main() -> None:
           f"{args.pool}, test {args.test} ({len(test_truth)} particles); device {device}; "
           f"{args.steps} steps, then {args.finetune} fine-tuning steps per round; preset "
           f"{args.preset}, crop {args.crop}, batch {args.batch_size}; pool labels "
-          f"{args.pool_labels}", flush=True)
+          f"{args.pool_labels}; fine-tuning learning rate {args.finetune_lr or FINE_TUNE_LR:g}",
+          flush=True)
     rows = []
     for seed in args.seeds:
         base_seed = seed if args.base_seed is None else args.base_seed
@@ -171,7 +174,8 @@ def main() -> None:
         queued = sum(len(r.queue) for r in reviews.values())
         print(f"seed {seed}: {queued} items queued in the pool "
               f"({time.process_time() - cpu:.0f} s CPU with flips)", flush=True)
-        tune = TrainConfig(**{**vars(config), "steps": args.finetune, "seed": seed})
+        tune = TrainConfig(**{**vars(config), "steps": args.finetune, "seed": seed,
+                              "lr": args.finetune_lr or FINE_TUNE_LR})
         for order in args.orders:
             items = ordered_items(reviews, order, seed)
             for budget in sorted({0, *args.budgets}):

@@ -160,6 +160,12 @@ def _sizes_text(batch_size: int, crop_shape: Iterable[int]) -> str:
     return f"batch {batch_size} of crops {tuple(int(s) for s in crop_shape)}"
 
 
+#: Fine-tuning's default learning rate, a tenth of training's: a fine-tune of a few hundred
+#: steps at the full rate moves a trained model further than a few dozen review answers can
+#: steer it (benchmarks/review.py, docs in the README's review section).
+FINE_TUNE_LR = 1e-4
+
+
 def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
     """Linear warm-up, then cosine decay to 5% of the base rate."""
     if step < warmup:
