@@ -4,8 +4,8 @@ reach and test-time flips.
 For each model directory of a ``quality.py`` run (``<out>/snr*/seed*/<setting>``), the
 labelled and test tomograms are predicted once per flip setting; for each reach (a
 fraction of the class radius each way), peaks are found, per-class thresholds chosen on
-the labelled tomograms (cross-validated, F-beta4, as training does) and the test
-tomograms scored (mean F1 at 0.5 x radius, CZII F-beta4).
+the labelled tomograms (cross-validated, F-beta4 as training does, or each F-beta of
+``--betas``) and the test tomograms scored (mean F1 at 0.5 x radius, CZII F-beta4).
 
     python benchmarks/nms_reach.py --run quality-run/snr0.05 --labelled 2 --unlabelled 3 \\
         --reaches 0.5 1.0
@@ -35,6 +35,7 @@ from napari_semietpicker.inference.predict import (
 from napari_semietpicker.inference.thresholds import choose_thresholds, labelled_references
 from napari_semietpicker.io.picks import read_picks_csv
 from napari_semietpicker.io.tomogram import read_tomogram
+from napari_semietpicker.metrics import CZII_BETA
 from napari_semietpicker.model.checkpoint import ModelCard, load_card, load_model
 from napari_semietpicker.pipeline import open_tomogram
 from napari_semietpicker.training.data import Volume, prepare_volume
@@ -47,6 +48,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--unlabelled", type=int, default=2)
     p.add_argument("--reaches", type=float, nargs="+", default=[0.5, 1.0])
     p.add_argument("--flips", choices=["off", "on", "both"], default="off")
+    p.add_argument("--betas", type=float, nargs="+", default=[CZII_BETA],
+                   help="choose the labelled tomograms' thresholds for each F-beta (1: F1, "
+                   "for users who want precise picks more than complete ones)")
     p.add_argument("--fixed", type=float, nargs="*", default=[0.3],
                    help="also score these thresholds, one for every class")
     p.add_argument("--models", nargs="*", default=None, help="model folders (default: all)")
@@ -88,13 +92,14 @@ def main() -> None:
                     for v in [*labelled, *test]}
             for reach in args.reaches:
                 candidates = peaks_at(heat, card, test, reach)
+                labelled_candidates = peaks_at(heat, card, labelled, reach)
                 # thresholds as training chooses them; the oracle's, tuned on the test
                 # tomograms themselves, only shows how much the choice leaves on the table
                 choices = {
-                    "labelled": choose_thresholds(
-                        peaks_at(heat, card, labelled, reach),
-                        labelled_references(labelled, classes), classes, floor=PEAK_FLOOR,
-                        runs=[v.name for v in labelled]),
+                    **{f"labelled, F{beta:g}": choose_thresholds(
+                        labelled_candidates, labelled_references(labelled, classes), classes,
+                        beta=beta, floor=PEAK_FLOOR, runs=[v.name for v in labelled])
+                       for beta in args.betas},
                     "test (oracle)": choose_thresholds(
                         candidates, truth, classes, floor=PEAK_FLOOR,
                         runs=[v.name for v in test]),
