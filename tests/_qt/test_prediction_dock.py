@@ -23,7 +23,7 @@ from napari_semietpicker.layers import META, PICKS, PREDICTED, REFERENCE, picks_
 from napari_semietpicker.metrics import evaluate, match_picks
 from napari_semietpicker.model.checkpoint import load_card
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import FINE_TUNE_LR, TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +187,7 @@ def test_corrections_survive_thresholds_and_become_labels(predicted, blob_viewer
     assert training.result.steps_done == 1
     card = load_card(tuned)
     assert card.history["fine_tuned_from"] == str(source.resolve())
+    assert card.history["train_config"]["lr"] == FINE_TUNE_LR  # not the dock's 1e-3
     assert "blob_2" in card.history["labelled"]
     assert load_card(source).history["steps_done"] == 40  # the model itself is untouched
 

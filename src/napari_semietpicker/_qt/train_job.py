@@ -20,7 +20,7 @@ from ..geometry import same_voxel_size
 from ..io.tomogram import Tomogram
 from ..model.checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..pipeline import TrainingSet, train
-from ..training.loop import TrainConfig, TrainProgress, TrainResult
+from ..training.loop import FINE_TUNE_LR, TrainConfig, TrainProgress, TrainResult
 
 
 @dataclass
@@ -93,7 +93,8 @@ def prepare_resume(job: TrainJob) -> None:
 
 def prepare_fine_tune(job: TrainJob, model_dir: Path) -> None:
     """Start from the weights of the model in ``model_dir`` with a fresh optimiser and
-    schedule; the result goes into ``job.out_dir``."""
+    schedule; the result goes into ``job.out_dir``. The dock's default learning rate
+    becomes fine-tuning's (:data:`FINE_TUNE_LR`); a rate the user set is kept."""
     if not (model_dir / WEIGHTS).is_file():
         raise FileNotFoundError(f"{model_dir}: missing weights file {WEIGHTS}")
     if model_dir.resolve() == job.out_dir.resolve():
@@ -101,6 +102,9 @@ def prepare_fine_tune(job: TrainJob, model_dir: Path) -> None:
     _adopt_model(job, model_dir)
     job.init_from = model_dir
     job.notes.append(f"fine-tuning {model_dir.name}")
+    if job.config.lr == TrainConfig.lr:
+        job.config.lr = FINE_TUNE_LR
+        job.notes.append(f"learning rate {FINE_TUNE_LR:g} (fine-tuning's default)")
 
 
 def fine_tune_folder(model_dir: Path) -> Path:
