@@ -184,7 +184,7 @@ CASES = [
     ("existing model without --overwrite", lambda f: _train(f, out="model"),
      "already holds a model; pass --resume", 2, None),
     ("Ctrl-C during a command", lambda f: _predict(f), "interrupted", 130,
-     (cli, "cmd_predict", _interrupt)),
+     (cli.predict, "cmd_predict", _interrupt)),
     ("Ctrl-C during start-up", lambda f: _predict(f), "interrupted", 130,
      (cli, "build_parser", _interrupt)),
     ("disk full while writing", lambda f: _predict(f, out="full.csv"),
