@@ -8,6 +8,7 @@ import pytest
 from napari_semietpicker.cli import main
 from napari_semietpicker.io.formats import read_picks
 from napari_semietpicker.model.checkpoint import load_card
+from napari_semietpicker.training.loop import FINE_TUNE_LR, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +148,6 @@ def test_fine_tune_with_reviewed_picks_reads_negatives(simulated, tmp_path, monk
     assert len(volumes[0].negatives) == 3 and len(volumes[0].positions) == len(picks) - 3
     assert load_card(tmp_path / "tuned").history["fine_tuned_from"] == str(
         (tmp_path / "m").resolve())
+    # a fine-tune's default learning rate is a tenth of training's
+    assert load_card(tmp_path / "tuned").history["train_config"]["lr"] == FINE_TUNE_LR
+    assert load_card(tmp_path / "m").history["train_config"]["lr"] == TrainConfig.lr

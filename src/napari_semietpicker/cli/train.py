@@ -43,7 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--batch-size", type=_int_at_least(1), default=2)
     p.add_argument("--crop", type=_int_at_least(32), default=96,
                    help="training crop side (voxels, >= 32)")
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="peak learning rate (default 1e-3; 1e-4 with --init-from: a fine-tune "
+                        "at the full rate moves the model further than new labels steer it)")
     p.add_argument("--ema-alpha", type=_positive_float, default=None,
                    help="teacher EMA rate per step; with the ramp schedule its floor "
                         "(default 0.01)")
@@ -73,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..classes import load_classes
     from ..model.checkpoint import model_exists
     from ..pipeline import TrainingSet, train
-    from ..training.loop import TrainConfig
+    from ..training.loop import FINE_TUNE_LR, TrainConfig
 
     if model_exists(args.out) and not (args.overwrite or args.resume):
         raise ValueError(f"{args.out}: already holds a model; pass --resume to continue it or "
@@ -103,14 +105,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.warning("no --unlabeled tomograms: training supervised only")
     config = TrainConfig(
         steps=args.steps, cotrain_steps=cotrain_steps, batch_size=args.batch_size,
-        crop=args.crop, lr=args.lr, preset=args.preset, seed=args.seed, device=args.device,
+        crop=args.crop, preset=args.preset, seed=args.seed, device=args.device,
         checkpoint_every=args.checkpoint_every, unlabelled_weight=args.unlabeled_weight,
         multi_view=mode.get("multi_view", True), dropblock=mode.get("dropblock", True),
         auto_thresholds=args.auto_thresholds,
         **{name: value for name, value in (("ema_alpha", args.ema_alpha),
                                            ("ema_schedule", args.ema_schedule),
                                            ("unlabelled_rampup", args.unlabeled_rampup))
-           if value is not None})  # unset: TrainConfig's defaults
+           if value is not None},  # unset: TrainConfig's defaults
+        lr=args.lr if args.lr is not None else FINE_TUNE_LR if args.init_from else TrainConfig.lr)
     interrupted: list[bool] = []
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save, stop
