@@ -1,5 +1,5 @@
 """Peak-finding levers measured on trained models, without training again: the NMS window's
-reach and test-time flips.
+reach, test-time flips, the thresholds' F-beta and an ensemble of the models.
 
 For each model directory of a ``quality.py`` run (``<out>/snr*/seed*/<setting>``), the
 labelled and test tomograms are predicted once per flip setting; for each reach (a
@@ -54,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fixed", type=float, nargs="*", default=[0.3],
                    help="also score these thresholds, one for every class")
     p.add_argument("--models", nargs="*", default=None, help="model folders (default: all)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="also score the mean of all the models' heatmaps (an ensemble)")
     p.add_argument("--device", default="auto")
     return p.parse_args()
 
@@ -64,6 +66,37 @@ def peaks_at(heat: dict, card: ModelCard, volumes: list[Volume], reach: float
     return pd.concat([peaks_from_heatmaps(heat[v.name], card, v.name, Grid(v.voxel_size),
                                           volume_shape=v.data.shape, nms_reach=reach).picks
                       for v in volumes], ignore_index=True)
+
+
+def score_heatmaps(model: str, heat: dict, card: ModelCard, tta: bool,
+                   args: argparse.Namespace, labelled: list[Volume], test: list[Volume],
+                   classes) -> list[dict]:
+    """One model's (or ensemble's) rows: per NMS reach and threshold choice, the test
+    tomograms' scores from the heatmaps ``heat`` of the labelled and test tomograms."""
+    truth = labelled_references(test, classes)
+    rows = []
+    for reach in args.reaches:
+        candidates = peaks_at(heat, card, test, reach)
+        labelled_candidates = peaks_at(heat, card, labelled, reach)
+        # thresholds as training chooses them; the oracle's, tuned on the test
+        # tomograms themselves, only shows how much the choice leaves on the table
+        choices = {
+            **{f"labelled, F{beta:g}": choose_thresholds(
+                labelled_candidates, labelled_references(labelled, classes), classes,
+                beta=beta, floor=PEAK_FLOOR, runs=[v.name for v in labelled])
+               for beta in args.betas},
+            "test (oracle)": choose_thresholds(
+                candidates, truth, classes, floor=PEAK_FLOOR, runs=[v.name for v in test]),
+            **{f"fixed {t:g}": t for t in args.fixed}}
+        for tuned_on, thresholds in choices.items():
+            found = PeakCache("test", candidates).at(thresholds)
+            row = score_picks(found, truth, classes)
+            rows.append({"model": model, "flips": tta, "reach": reach,
+                         "thresholds on": tuned_on, **row, "picks": len(found)})
+            print(f"{model:32} flips {tta!s:5} reach {reach:g}, thresholds on {tuned_on}: "
+                  f"F1@0.5 {row['F1@0.5']:.3f}  CZII {row['CZII']:.3f}  ({len(found)} picks, "
+                  f"{len(truth)} particles)", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -81,39 +114,24 @@ def main() -> None:
     labelled = [prepare_volume(t, picks, classes) for t in tomograms[:args.labelled]]
     test = [prepare_volume(t, picks, classes)
             for t in tomograms[args.labelled + args.unlabelled:]]
-    truth = labelled_references(test, classes)
     flips = {"off": [False], "on": [True], "both": [False, True]}[args.flips]
     rows = []
+    ensemble: dict[bool, list[dict]] = {tta: [] for tta in flips}
     for model_dir in models:
         model, card = load_model(model_dir, device)
         for tta in flips:
             config = PredictConfig(tta=tta)
             heat = {v.name: predict_heatmaps(model, v.data, config, device)
                     for v in [*labelled, *test]}
-            for reach in args.reaches:
-                candidates = peaks_at(heat, card, test, reach)
-                labelled_candidates = peaks_at(heat, card, labelled, reach)
-                # thresholds as training chooses them; the oracle's, tuned on the test
-                # tomograms themselves, only shows how much the choice leaves on the table
-                choices = {
-                    **{f"labelled, F{beta:g}": choose_thresholds(
-                        labelled_candidates, labelled_references(labelled, classes), classes,
-                        beta=beta, floor=PEAK_FLOOR, runs=[v.name for v in labelled])
-                       for beta in args.betas},
-                    "test (oracle)": choose_thresholds(
-                        candidates, truth, classes, floor=PEAK_FLOOR,
-                        runs=[v.name for v in test]),
-                    **{f"fixed {t:g}": t for t in args.fixed}}
-                for tuned_on, thresholds in choices.items():
-                    found = PeakCache("test", candidates).at(thresholds)
-                    row = score_picks(found, truth, classes)
-                    rows.append({"model": f"{model_dir.parent.name}/{model_dir.name}",
-                                 "flips": tta, "reach": reach, "thresholds on": tuned_on,
-                                 **row, "picks": len(found)})
-                    print(f"{rows[-1]['model']:32} flips {tta!s:5} reach {reach:g}, "
-                          f"thresholds on {tuned_on}: F1@0.5 {row['F1@0.5']:.3f}  CZII "
-                          f"{row['CZII']:.3f}  ({len(found)} picks, {len(truth)} particles)",
-                          flush=True)
+            rows += score_heatmaps(f"{model_dir.parent.name}/{model_dir.name}", heat, card,
+                                   tta, args, labelled, test, classes)
+            if args.ensemble:
+                ensemble[tta].append(heat)
+    for tta, heats in ensemble.items():
+        if heats:  # the mean of the models' heatmaps, picked as one model's
+            mean = {name: sum(h[name] for h in heats) / len(heats) for name in heats[0]}
+            rows += score_heatmaps(f"ensemble of {len(heats)}", mean, load_card(models[0]),
+                                   tta, args, labelled, test, classes)
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 250)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
