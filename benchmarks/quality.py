@@ -169,6 +169,8 @@ def main() -> None:
         print_summary(print_per_run(table.to_dict("records")))
         print("command: python " + shlex.join(sys.argv))
         return
+    if "SemiETPicker" in args.settings and not args.cotrain:
+        raise SystemExit("SemiETPicker needs co-training steps (--cotrain > 0)")
     out = Path(args.out)
     device = resolve_device(args.device)
     classes = load_classes("czii")
@@ -233,19 +235,23 @@ def main() -> None:
                                balanced_classes=args.balanced_classes)
             burn_dir = data / f"seed{seed}" / "burn-in"
             burn = Trainer(base, classes, labelled, burn_dir, unlabelled)
+            t = time.perf_counter()
             burn.run(should_stop=lambda burn=burn: burn.step >= args.burn_in)
+            print(f"  seed {seed} burn-in of {args.burn_in} steps: "
+                  f"{time.perf_counter() - t:.0f} s", flush=True)
             for setting in learned:
                 run_dir = data / f"seed{seed}" / setting
                 shutil.rmtree(run_dir, ignore_errors=True)
                 shutil.copytree(burn_dir, run_dir)
-                if setting == "supervised":
+                t = time.perf_counter()
+                if setting == "supervised" and args.cotrain:
                     config = TrainConfig(**{**vars(base), "steps": args.burn_in + args.cotrain,
                                             "cotrain_steps": 0})
-                    trainer = Trainer(config, classes, labelled, run_dir, resume=True)
-                else:
+                    Trainer(config, classes, labelled, run_dir, resume=True).run()
+                elif setting == "SemiETPicker":
                     trainer = Trainer(base, classes, labelled, run_dir, unlabelled, resume=True)
-                t = time.perf_counter()
-                trainer.run()
+                    trainer.run()
+                # (supervised with --cotrain 0: the burn-in is the whole run)
                 trained_s = time.perf_counter() - t
                 models = [(setting, run_dir)]
                 if setting == "SemiETPicker":
