@@ -151,3 +151,8 @@ def test_fine_tune_with_reviewed_picks_reads_negatives(simulated, tmp_path, monk
     # a fine-tune's default learning rate is a tenth of training's
     assert load_card(tmp_path / "tuned").history["train_config"]["lr"] == FINE_TUNE_LR
     assert load_card(tmp_path / "m").history["train_config"]["lr"] == TrainConfig.lr
+    # continued, the fine-tune keeps its own rate
+    assert main([*base[:-1], "4", "--picks", str(reviewed), "--out", str(tmp_path / "tuned"),
+                 "--resume"]) == 0
+    card = load_card(tmp_path / "tuned")
+    assert card.history["steps_done"] == 4 and card.history["train_config"]["lr"] == FINE_TUNE_LR

@@ -21,6 +21,7 @@ from napari_semietpicker.classes import CLASS_PRESETS
 from napari_semietpicker.io.picks import empty_picks
 from napari_semietpicker.layers import META, PICKS, image_layer, picks_layers, points_layer
 from napari_semietpicker.model.checkpoint import CONFIG, load_card, load_model
+from napari_semietpicker.training.loop import TrainConfig
 
 
 def make_dock(viewer, folder, burn_in: int, cotrain: int = 0) -> TrainingWidget:
@@ -127,6 +128,7 @@ def test_stop_returns_quickly_and_keeps_a_loadable_model(blob_viewer, qtbot, tmp
 def test_binned_training_and_continuing_at_the_models_binning(blob_viewer, qtbot, tmp_path):
     dock = make_dock(blob_viewer, tmp_path / "model", burn_in=2)
     dock.bin_combo.setCurrentText("2x")
+    dock.lr_spin.setValue(5e-4)
     dock.start()
     qtbot.waitUntil(lambda: not dock.running, timeout=90_000)
     card = load_card(tmp_path / "model")
@@ -134,12 +136,14 @@ def test_binned_training_and_continuing_at_the_models_binning(blob_viewer, qtbot
     # Continuing with the dock back at 1x trains on with the model's binning, and says so.
     dock.bin_combo.setCurrentText("1x")
     dock.burnin_spin.setValue(3)
+    dock.lr_spin.setValue(TrainConfig.lr)  # back at the default: the model keeps its own rate
     dock.resume_check.setChecked(True)
     dock.start()
     assert "binning 2x, as the model was trained" in dock.status.text()
     qtbot.waitUntil(lambda: not dock.running, timeout=90_000)
     card = load_card(tmp_path / "model")
     assert card.voxel_size == 20.0 and card.history["steps_done"] == 3
+    assert card.history["train_config"]["lr"] == 5e-4
 
 
 def test_bad_input_is_explained_in_the_dock(blob_viewer, monkeypatch, tmp_path):

@@ -20,7 +20,13 @@ from ..geometry import same_voxel_size
 from ..io.tomogram import Tomogram
 from ..model.checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..pipeline import TrainingSet, train
-from ..training.loop import FINE_TUNE_LR, TrainConfig, TrainProgress, TrainResult
+from ..training.loop import (
+    FINE_TUNE_LR,
+    TrainConfig,
+    TrainProgress,
+    TrainResult,
+    trained_lr,
+)
 
 
 @dataclass
@@ -88,6 +94,8 @@ def prepare_resume(job: TrainJob) -> None:
                          "continue from: untick 'continue' to train a new model.")
     card = _adopt_model(job, job.out_dir)
     job.resume = True
+    if job.config.lr == TrainConfig.lr:  # left at the default: the model's own rate
+        job.config.lr = trained_lr(card)
     job.notes.append(f"continuing from step {int(card.history.get('steps_done', 0))}")
 
 

@@ -45,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="training crop side (voxels, >= 32)")
     p.add_argument("--lr", type=_positive_float, default=None,
                    help="peak learning rate (default 1e-3; 1e-4 with --init-from: a fine-tune "
-                        "at the full rate moves the model further than new labels steer it)")
+                        "at the full rate moves the model further than new labels steer it; "
+                        "with --resume the model's own)")
     p.add_argument("--ema-alpha", type=_positive_float, default=None,
                    help="teacher EMA rate per step; with the ramp schedule its floor "
                         "(default 0.01)")
@@ -75,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..classes import load_classes
     from ..model.checkpoint import model_exists
     from ..pipeline import TrainingSet, train
-    from ..training.loop import FINE_TUNE_LR, TrainConfig
+    from ..training.loop import TrainConfig
 
     if model_exists(args.out) and not (args.overwrite or args.resume):
         raise ValueError(f"{args.out}: already holds a model; pass --resume to continue it or "
@@ -113,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                            ("ema_schedule", args.ema_schedule),
                                            ("unlabelled_rampup", args.unlabeled_rampup))
            if value is not None},  # unset: TrainConfig's defaults
-        lr=args.lr if args.lr is not None else FINE_TUNE_LR if args.init_from else TrainConfig.lr)
+        lr=_learning_rate(args))
     interrupted: list[bool] = []
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save, stop
@@ -148,3 +149,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     print(f"{result.reason} after {result.steps_done} steps; model saved in {args.out}")
     return 0
+
+
+def _learning_rate(args: argparse.Namespace) -> float:
+    """``--lr`` if given; else fine-tuning's rate, a continued model's own, or training's."""
+    from ..model.checkpoint import load_card, model_exists
+    from ..training.loop import FINE_TUNE_LR, TrainConfig, trained_lr
+
+    if args.lr is not None:
+        return float(args.lr)
+    if args.init_from:
+        return FINE_TUNE_LR
+    if args.resume and model_exists(args.out):
+        return trained_lr(load_card(args.out))
+    return TrainConfig.lr

@@ -89,6 +89,12 @@ class TrainConfig:
     drop_rate: float = 0.1
 
 
+def trained_lr(card: ModelCard) -> float:
+    """The learning rate a model was trained with (its card's ``train_config``): what a
+    continued run keeps unless another one is asked for."""
+    return float(card.history.get("train_config", {}).get("lr", TrainConfig.lr))
+
+
 @dataclass
 class TrainProgress:
     """One step's report to whoever watches (tqdm, a napari progress bar, a log)."""
