@@ -73,7 +73,7 @@ def score_heatmaps(model: str, heat: dict, card: ModelCard, tta: bool,
                    classes) -> list[dict]:
     """One model's (or ensemble's) rows: per NMS reach and threshold choice, the test
     tomograms' scores from the heatmaps ``heat`` of the labelled and test tomograms."""
-    truth = labelled_references(test, classes)
+    truth, references = labelled_references(test, classes), labelled_references(labelled, classes)
     rows = []
     for reach in args.reaches:
         candidates = peaks_at(heat, card, test, reach)
@@ -82,8 +82,8 @@ def score_heatmaps(model: str, heat: dict, card: ModelCard, tta: bool,
         # tomograms themselves, only shows how much the choice leaves on the table
         choices = {
             **{f"labelled, F{beta:g}": choose_thresholds(
-                labelled_candidates, labelled_references(labelled, classes), classes,
-                beta=beta, floor=PEAK_FLOOR, runs=[v.name for v in labelled])
+                labelled_candidates, references, classes, beta=beta, floor=PEAK_FLOOR,
+                runs=[v.name for v in labelled])
                for beta in args.betas},
             "test (oracle)": choose_thresholds(
                 candidates, truth, classes, floor=PEAK_FLOOR, runs=[v.name for v in test]),

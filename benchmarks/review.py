@@ -71,7 +71,7 @@ def parse_args() -> argparse.Namespace:
                         "vary the fine-tuning and the random order only (saves time)")
     p.add_argument("--steps", type=int, default=400, help="training steps of the first model")
     p.add_argument("--finetune", type=int, default=150, help="fine-tuning steps per round")
-    p.add_argument("--finetune-lr", type=float, default=None,
+    p.add_argument("--finetune-lr", type=float, default=FINE_TUNE_LR,
                    help="fine-tuning learning rate (default: the one train --init-from uses)")
     p.add_argument("--budgets", type=int, nargs="+", default=[10, 25, 50])
     p.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
@@ -145,7 +145,7 @@ def main() -> None:
           f"{args.pool}, test {args.test} ({len(test_truth)} particles); device {device}; "
           f"{args.steps} steps, then {args.finetune} fine-tuning steps per round; preset "
           f"{args.preset}, crop {args.crop}, batch {args.batch_size}; pool labels "
-          f"{args.pool_labels}; fine-tuning learning rate {args.finetune_lr or FINE_TUNE_LR:g}",
+          f"{args.pool_labels}; fine-tuning learning rate {args.finetune_lr:g}",
           flush=True)
     rows = []
     for seed in args.seeds:
@@ -175,7 +175,7 @@ def main() -> None:
         print(f"seed {seed}: {queued} items queued in the pool "
               f"({time.process_time() - cpu:.0f} s CPU with flips)", flush=True)
         tune = TrainConfig(**{**vars(config), "steps": args.finetune, "seed": seed,
-                              "lr": args.finetune_lr or FINE_TUNE_LR})
+                              "lr": args.finetune_lr})
         for order in args.orders:
             items = ordered_items(reviews, order, seed)
             for budget in sorted({0, *args.budgets}):

@@ -25,7 +25,7 @@ from ..training.loop import (
     TrainConfig,
     TrainProgress,
     TrainResult,
-    trained_lr,
+    learning_rate,
 )
 
 
@@ -87,6 +87,11 @@ def _adopt_model(job: TrainJob, model_dir: Path) -> ModelCard:
     return card
 
 
+def _chosen_lr(job: TrainJob) -> float | None:
+    """The dock's learning rate if the user changed it, None if it is left at the default."""
+    return None if job.config.lr == TrainConfig.lr else job.config.lr
+
+
 def prepare_resume(job: TrainJob) -> None:
     """Continue the model in ``job.out_dir`` up to the job's step totals."""
     if not (job.out_dir / TRAINER_STATE).is_file():
@@ -94,8 +99,7 @@ def prepare_resume(job: TrainJob) -> None:
                          "continue from: untick 'continue' to train a new model.")
     card = _adopt_model(job, job.out_dir)
     job.resume = True
-    if job.config.lr == TrainConfig.lr:  # left at the default: the model's own rate
-        job.config.lr = trained_lr(card)
+    job.config.lr = learning_rate(_chosen_lr(job), continued=card)
     job.notes.append(f"continuing from step {int(card.history.get('steps_done', 0))}")
 
 
@@ -110,8 +114,9 @@ def prepare_fine_tune(job: TrainJob, model_dir: Path) -> None:
     _adopt_model(job, model_dir)
     job.init_from = model_dir
     job.notes.append(f"fine-tuning {model_dir.name}")
-    if job.config.lr == TrainConfig.lr:
-        job.config.lr = FINE_TUNE_LR
+    chosen = _chosen_lr(job)
+    job.config.lr = learning_rate(chosen, fine_tune=True)
+    if chosen is None:
         job.notes.append(f"learning rate {FINE_TUNE_LR:g} (fine-tuning's default)")
 
 

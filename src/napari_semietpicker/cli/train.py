@@ -151,15 +151,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _learning_rate(args: argparse.Namespace) -> float:
-    """``--lr`` if given; else fine-tuning's rate, a continued model's own, or training's."""
-    from ..model.checkpoint import load_card, model_exists
-    from ..training.loop import FINE_TUNE_LR, TrainConfig, trained_lr
 
-    if args.lr is not None:
-        return float(args.lr)
-    if args.init_from:
-        return FINE_TUNE_LR
-    if args.resume and model_exists(args.out):
-        return trained_lr(load_card(args.out))
-    return TrainConfig.lr
+def _learning_rate(args: argparse.Namespace) -> float:
+    """``--lr``, else the default for a new, fine-tuned or continued model."""
+    from ..model.checkpoint import load_card, model_exists
+    from ..training.loop import learning_rate
+
+    continued = load_card(args.out) if args.resume and model_exists(args.out) else None
+    return learning_rate(args.lr, fine_tune=bool(args.init_from), continued=continued)

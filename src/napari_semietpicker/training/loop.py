@@ -89,10 +89,18 @@ class TrainConfig:
     drop_rate: float = 0.1
 
 
-def trained_lr(card: ModelCard) -> float:
-    """The learning rate a model was trained with (its card's ``train_config``): what a
-    continued run keeps unless another one is asked for."""
-    return float(card.history.get("train_config", {}).get("lr", TrainConfig.lr))
+def learning_rate(chosen: float | None, fine_tune: bool = False,
+                  continued: ModelCard | None = None) -> float:
+    """The rate to train at: ``chosen`` if the user set one; else fine-tuning's
+    (:data:`FINE_TUNE_LR`), the rate a ``continued`` model was trained with (its card's
+    ``train_config``), or training's default."""
+    if chosen is not None:
+        return float(chosen)
+    if fine_tune:
+        return FINE_TUNE_LR
+    if continued is not None:
+        return float(continued.history.get("train_config", {}).get("lr", TrainConfig.lr))
+    return TrainConfig.lr
 
 
 @dataclass
