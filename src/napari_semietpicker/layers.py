@@ -36,8 +36,9 @@ REFERENCE_WORDS = ("reference", "groundtruth", "truth", "gt", "solution")
 
 
 def picks_layer_name(class_name: str, role: str = PICKS, tomogram: str | None = None) -> str:
-    """``"ribosome picks"``; with ``tomogram`` (several tomograms open)
-    ``"ribosome picks [TS_01]"``, so that layers of different tomograms are told apart."""
+    """``"ribosome picks"`` (a heatmap layer's role is ``heatmap``); with ``tomogram``
+    (several tomograms open) ``"ribosome picks [TS_01]"``, so that layers of different
+    tomograms are told apart."""
     name = f"{class_name} {role}"
     return f"{name} [{tomogram}]" if tomogram else name
 

@@ -8,11 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_semietpicker._qt._layer_tools import is_picks, role_layers, world_points
+from napari_semietpicker._qt._layer_tools import (
+    HEATMAP,
+    is_picks,
+    role_layers,
+    show_heatmap,
+    world_points,
+)
 from napari_semietpicker._qt.annotation import AnnotationWidget
+from napari_semietpicker.classes import ParticleClass
+from napari_semietpicker.geometry import Grid
 from napari_semietpicker.io.picks import picks_from_positions, write_picks_csv
 from napari_semietpicker.io.tomogram import write_tomogram
 from napari_semietpicker.layers import META, PICKS, PREDICTED
+from napari_semietpicker.model.checkpoint import ModelCard
+from napari_semietpicker.model.network import ModelConfig
 
 VOXEL = 10.0
 SHAPE = (16, 40, 48)  # z, y, x
@@ -87,3 +97,26 @@ def test_a_predictions_file_opens_as_predictions_and_the_dock_makes_it_labels(
 
     saved = load_autosave(autosave_path(folder / "TS_01.mrc"))
     assert saved is not None and len(saved) == 3
+
+
+def test_heatmap_layers_are_named_by_tomogram_once_several_are_open(
+        make_napari_viewer, folder: Path) -> None:
+    viewer = make_napari_viewer()
+    AnnotationWidget(viewer)
+    viewer.open(str(folder / "TS_01.mrc"), plugin="napari-semietpicker")
+    card = ModelCard([ParticleClass("ribosome", 150.0)], VOXEL, ModelConfig(1, "tiny"))
+    heat = np.zeros((8, 20, 24), np.float32)
+
+    def show(tomogram: str) -> None:
+        show_heatmap(viewer, card, 0, tomogram, np.zeros(3), heat, Grid(2 * VOXEL))
+
+    show("TS_01")
+    assert viewer.layers[-1].name == "ribosome heatmap"  # one tomogram: no suffix
+    viewer.open(str(folder / "TS_02.mrc"), plugin="napari-semietpicker")
+    show("TS_02")
+    names = {layer.metadata[META]["tomogram"]: layer.name for layer in viewer.layers
+             if layer.metadata.get(META, {}).get("role") == HEATMAP}
+    assert names == {"TS_01": "ribosome heatmap [TS_01]", "TS_02": "ribosome heatmap [TS_02]"}
+    n_layers = len(viewer.layers)
+    show("TS_01")  # a new prediction updates its tomogram's layer in place
+    assert len(viewer.layers) == n_layers

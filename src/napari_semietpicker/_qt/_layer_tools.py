@@ -27,6 +27,7 @@ from ..layers import (
     heatmap_colormap,
     heatmap_controls,
     picks_from_layer,
+    picks_layer_name,
     points_layer,
 )
 from ..model.checkpoint import ModelCard
@@ -239,7 +240,7 @@ def show_heatmap(viewer: napari.Viewer, card: ModelCard, index: int, tomogram: s
         return
     rgb = transform_color(cls.color)[0][:3]
     viewer.add_image(
-        heat, name=f"{cls.name} heatmap", blending="translucent",
+        heat, name=picks_layer_name(cls.name, HEATMAP), blending="translucent",
         colormap=Colormap(heatmap_colormap(rgb), controls=heatmap_controls(),
                           name=f"semietpicker {cls.name}"),
         contrast_limits=(0.0, 1.0), scale=scale, translate=translate, units="angstrom",

@@ -2,9 +2,10 @@
 
 :class:`TomogramLayout` keeps open tomograms apart: a tomogram opened where another one
 lies is placed beside it (its picks follow, :func:`._layer_tools.align_tomogram_layers`),
-picks layers are named by tomogram once several tomograms are about (``ribosome picks
-[TS_01]``), and picks of a tomogram that is not open are hidden while others are (a CZII
-CSV holds the picks of many tomograms), shown again when it opens. In the 3D view picks
+picks and heatmap layers are named by tomogram once several tomograms are about
+(``ribosome picks [TS_01]``, ``ribosome heatmap [TS_01]``), and picks of a tomogram that
+is not open are hidden while others are (a CZII CSV holds the picks of many tomograms),
+shown again when it opens. In the 3D view picks
 are filled balls (shaded spheres), in 2D slices rings.
 
 :class:`LayerRoleRow` shows and changes the role of the selected picks layer: labels to
@@ -23,6 +24,7 @@ from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
 
 from ..layers import PREDICTED, ROLE_HELP, ROLES, picks_layer_name, place_beside, score_text
 from ._layer_tools import (
+    HEATMAP,
     align_tomogram_layers,
     layer_meta,
     layer_origin,
@@ -47,6 +49,13 @@ def is_role_layer(layer: object) -> bool:
     meta = layer_meta(layer)
     return isinstance(layer, Points) and "class" in meta and "tomogram" in meta \
         and meta.get("role") in ROLES
+
+
+def is_heatmap_layer(layer: object) -> bool:
+    """An Image layer of ours showing one class's heatmap of one tomogram."""
+    meta = layer_meta(layer)
+    return isinstance(layer, Image) and meta.get("role") == HEATMAP and "class" in meta \
+        and "tomogram" in meta
 
 
 def image_extent(image: Image) -> np.ndarray:
@@ -86,11 +95,15 @@ class TomogramLayout:
         self._say(f"{image.name} is placed beside the other tomogram(s), not over them.")
 
     def update(self) -> None:
-        """Name picks layers by tomogram when there are several; hide the picks of
-        tomograms that are not open (while one is), show them when theirs opens."""
+        """Name picks and heatmap layers by tomogram when there are several; hide the picks
+        of tomograms that are not open (while one is), show them when theirs opens."""
         open_names = {tomogram_name(i) for i in tomogram_images(self.viewer)}
         ours = [layer for layer in self.viewer.layers if is_role_layer(layer)]
-        tomograms = open_names | {str(layer_meta(layer)["tomogram"]) for layer in ours}
+        heatmaps = [layer for layer in self.viewer.layers if is_heatmap_layer(layer)]
+        tomograms = open_names | {str(layer_meta(layer)["tomogram"])
+                                  for layer in [*ours, *heatmaps]}
+        for layer in heatmaps:
+            self._name(layer, by_tomogram=len(tomograms) > 1)
         solid = self.viewer.dims.ndisplay == 3
         for layer in ours:
             self._name(layer, by_tomogram=len(tomograms) > 1)
