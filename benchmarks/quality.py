@@ -17,6 +17,8 @@ test; only test tomograms are scored. Settings:
 - full SemiETPicker: ``--burn-in`` steps, then ``--cotrain`` co-training steps (equal total
   steps; EMA ramp and consistency ramp-up, the defaults); both models choose their
   thresholds on the labelled tomograms at the end of training (the default);
+- ``--pseudo-labels soft peaks``: a SemiETPicker row per kind of pseudo-label (the
+  paper's averaged teacher heatmaps; the teacher's confident peaks drawn as Gaussians);
 - the co-trained student, scored beside the teacher that the model directory saves (its
   own thresholds chosen the same way): the evidence for which of the two to keep;
 - ``--labels template-matching``: the labelled tomograms' labels are template matching's
@@ -54,11 +56,12 @@ from napari_semietpicker.inference.predict import PeakCache
 from napari_semietpicker.inference.template_matching import MatchConfig, match_tomogram
 from napari_semietpicker.inference.thresholds import choose_thresholds, tune_model_thresholds
 from napari_semietpicker.io.picks import read_picks_csv
-from napari_semietpicker.model.checkpoint import load_card, save_model
+from napari_semietpicker.model.checkpoint import load_card, load_trainer_state, save_model
 from napari_semietpicker.pipeline import open_tomogram
 from napari_semietpicker.simulate import simulate_dataset
 from napari_semietpicker.training.data import prepare_volume
 from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.semi import PSEUDO_LABELS
 
 #: (z, y, x) shape at the model's 20 A: the whole CZII tomogram (184 x 630 x 630 at 10 A)
 #: binned 2x, or a quarter of its area for a CPU budget.
@@ -97,6 +100,8 @@ def parse_args() -> argparse.Namespace:
                    help="print one table of earlier runs' rows.csv and stop")
     p.add_argument("--reuse-data", action="store_true",
                    help="use the tomograms already simulated in --out (same arguments)")
+    p.add_argument("--pseudo-labels", nargs="+", choices=PSEUDO_LABELS, default=["soft"],
+                   help="SemiETPicker's pseudo-labels, a row each (see training.semi)")
     p.add_argument("--balanced-classes", action="store_true",
                    help="positive crops centred on a class drawn uniformly, then its pick")
     return p.parse_args()
@@ -149,6 +154,12 @@ def label_free_picks(candidates: pd.DataFrame, names) -> pd.DataFrame:
     expected noise peak per tomogram and class): what a user without any labels has."""
     rows = candidates[candidates["experiment"].isin(names)]
     return rows[rows["score"] >= rows["noise_threshold"]].reset_index(drop=True)
+
+
+def burn_done(burn_dir: Path) -> int | None:
+    """Steps a burn-in kept in ``burn_dir`` has trained (None: there is none)."""
+    state = load_trainer_state(burn_dir)
+    return None if state is None else int(state["step"])
 
 
 def save_student(trainer: Trainer, model_dir: Path) -> None:
@@ -234,13 +245,18 @@ def main() -> None:
                                seed=seed, device=args.device, checkpoint_every=10**9,
                                balanced_classes=args.balanced_classes)
             burn_dir = data / f"seed{seed}" / "burn-in"
-            burn = Trainer(base, classes, labelled, burn_dir, unlabelled)
+            done = burn_done(burn_dir)  # with --reuse-data, a kept burn-in is gone on from
+            reuse = args.reuse_data and done is not None and done <= args.burn_in
+            burn = Trainer(base, classes, labelled, burn_dir, unlabelled, resume=reuse)
             t = time.perf_counter()
             burn.run(should_stop=lambda burn=burn: burn.step >= args.burn_in)
             print(f"  seed {seed} burn-in of {args.burn_in} steps: "
-                  f"{time.perf_counter() - t:.0f} s", flush=True)
-            for setting in learned:
-                run_dir = data / f"seed{seed}" / setting
+                  f"{time.perf_counter() - t:.0f} s{' (reused)' if reuse else ''}", flush=True)
+            runs = [(s, p) for s in learned
+                    for p in (args.pseudo_labels if s == "SemiETPicker" else [None])]
+            for setting, pseudo in runs:
+                name = setting if pseudo in (None, "soft") else f"{setting}, {pseudo}"
+                run_dir = data / f"seed{seed}" / name.replace(", ", "-")
                 shutil.rmtree(run_dir, ignore_errors=True)
                 shutil.copytree(burn_dir, run_dir)
                 t = time.perf_counter()
@@ -249,16 +265,18 @@ def main() -> None:
                                             "cotrain_steps": 0})
                     Trainer(config, classes, labelled, run_dir, resume=True).run()
                 elif setting == "SemiETPicker":
-                    trainer = Trainer(base, classes, labelled, run_dir, unlabelled, resume=True)
+                    config = TrainConfig(**{**vars(base), "pseudo_labels": pseudo})
+                    trainer = Trainer(config, classes, labelled, run_dir, unlabelled,
+                                      resume=True)
                     trainer.run()
                 # (supervised with --cotrain 0: the burn-in is the whole run)
                 trained_s = time.perf_counter() - t
-                models = [(setting, run_dir)]
+                models = [(name, run_dir)]
                 if setting == "SemiETPicker":
-                    save_student(trainer, data / f"seed{seed}" / "SemiETPicker-student")
-                    models = [("SemiETPicker", run_dir),  # the saved model: the teacher
-                              ("SemiETPicker student", data / f"seed{seed}" /
-                               "SemiETPicker-student")]
+                    student_dir = Path(f"{run_dir}-student")
+                    save_student(trainer, student_dir)
+                    models = [(name, run_dir),  # the saved model: the teacher
+                              (f"{name} student", student_dir)]
                 for name, model_dir in models:
                     row = score_model(model_dir, test_t, truth, classes, None, device)
                     rows.append({"snr": snr, "setting": name, "seed": seed, **row})

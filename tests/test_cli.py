@@ -33,11 +33,13 @@ def test_train_predict_evaluate_convert(simulated, tmp_path, capsys):
     code = main(["-q", "train", "--tomograms", tomograms[0], "--picks",
                  str(simulated / "picks.csv"), "--unlabeled", tomograms[1], "--out", str(model),
                  "--steps", "3", "--cotrain-steps", "2", "--preset", "tiny", "--crop", "64",
-                 "--device", "cpu"])
+                 "--device", "cpu", "--pseudo-labels", "peaks"])
     assert code == 0
     card = load_card(model)
     assert card.voxel_size == 13.5 and card.history["steps_done"] == 5
     assert card.history["unlabelled"] == ["sim_001"]
+    assert card.history["train_config"]["pseudo_labels"] == "peaks"
+    assert set(card.history["pseudo_label_thresholds"]) == {c.name for c in card.classes}
 
     preds = tmp_path / "preds.csv"
     assert main(["-q", "predict", str(model), tomograms[2], "--out", str(preds),

@@ -1,12 +1,20 @@
-"""The co-training schedules: the teacher follows early, the consistency weight ramps up."""
+"""The co-training schedules: the teacher follows early, the consistency weight ramps up;
+peak pseudo-labels."""
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
+from napari_semietpicker.model.checkpoint import load_card
 from napari_semietpicker.training.data import prepare_volume
 from napari_semietpicker.training.loop import TrainConfig, Trainer
-from napari_semietpicker.training.semi import ema_rate, unlabelled_weight_factor
+from napari_semietpicker.training.semi import (
+    ema_rate,
+    peak_pseudo_labels,
+    unlabelled_weight_factor,
+)
 
 TINY = dict(preset="tiny", crop=64, batch_size=2, checkpoint_every=1000, auto_thresholds=False)
 
@@ -51,3 +59,58 @@ def test_after_one_cotraining_step_the_teacher_is_the_student(blob_set, tmp_path
     student = constant.student.state_dict()
     assert not all(torch.equal(v, student[k]) for k, v in constant.teacher.state_dict().items()
                    if v.dtype.is_floating_point)
+
+
+def _bump(shape, center, height, sigma):
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    return height * np.exp(-((grid - center) ** 2).sum(-1) / (2 * sigma**2))
+
+
+def test_peak_pseudo_labels_redraw_confident_peaks_and_leave_unsure_ones_unknown():
+    shape, sigma = (24, 24, 24), 1.5
+    sure, unsure, faint = np.array([6, 6, 6]), np.array([17, 17, 17]), np.array([6, 17, 12])
+    heat = np.zeros((1, 2, *shape), dtype=np.float32)
+    heat[0, 0] = np.maximum.reduce([_bump(shape, sure, 0.9, 2.5), _bump(shape, unsure, 0.4, 2.5),
+                                    _bump(shape, faint, 0.1, 2.5)])
+    target = peak_pseudo_labels(torch.from_numpy(heat), [3, 3], np.array([sigma, sigma]),
+                                np.array([0.6, 0.6])).numpy()[0]
+    # The confident peak becomes the unit Gaussian a label would be, of the class's sigma
+    # (drawn out to 3 sigma).
+    def distance(point):
+        return np.linalg.norm(np.moveaxis(np.indices(shape), 0, -1) - point, axis=-1)
+
+    inside = distance(sure) < 2.9 * sigma
+    np.testing.assert_allclose(target[0][inside], _bump(shape, sure, 1.0, sigma)[inside],
+                               atol=1e-5)
+    assert target[0][tuple(sure)] == pytest.approx(1.0)
+    # The unsure one's sphere (radius 2 sigma) is unknown; beyond it, background.
+    near = distance(unsure)
+    assert np.isnan(target[0][near <= 2 * sigma - 0.5]).all()
+    assert not np.isnan(target[0][near > 2 * sigma + 0.5]).any()
+    # The faint one is background, and so is the class without peaks.
+    assert target[0][tuple(faint)] == 0.0
+    assert (target[1] == 0).all()
+
+
+def test_peak_pseudo_labels_fix_their_thresholds_when_cotraining_begins(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    unlabelled = [prepare_volume(blob_set["tomograms"][1])]
+    with pytest.raises(ValueError, match="pseudo-labels must be one of soft, peaks"):
+        Trainer(TrainConfig(pseudo_labels="hard", **TINY), classes, labelled, tmp_path,
+                unlabelled)
+    config = TrainConfig(steps=2, cotrain_steps=1, pseudo_labels="peaks", **TINY)
+    Trainer(config, classes, labelled, tmp_path, unlabelled).run()
+    card = load_card(tmp_path)
+    chosen = card.history["pseudo_label_thresholds"]
+    assert set(chosen) == {c.name for c in classes}
+    # A continued run keeps them (the teacher it resumes has moved since they were chosen).
+    card.history["pseudo_label_thresholds"] = {c.name: 0.25 + 0.5 * i
+                                               for i, c in enumerate(classes)}
+    (tmp_path / "config.json").write_text(json.dumps(card.to_dict()))
+    resumed = Trainer(TrainConfig(steps=2, cotrain_steps=2, pseudo_labels="peaks", **TINY),
+                      classes, labelled, tmp_path, unlabelled, resume=True)
+    np.testing.assert_allclose(resumed.pseudo_thresholds, [0.25 + 0.5 * i
+                                                           for i in range(len(classes))])
+    resumed.run()
+    assert load_card(tmp_path).history["pseudo_label_thresholds"][classes[0].name] == 0.25

@@ -53,6 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--ema-schedule", choices=["ramp", "constant"], default=None,
                    help="ramp (default): rate max(1/(t+1), alpha), the teacher follows early; "
                         "constant: alpha every step (the paper)")
+    p.add_argument("--pseudo-labels", choices=["soft", "peaks"], default=None,
+                   help="soft (default): the teacher's averaged heatmaps (the paper); peaks: "
+                        "its confident peaks redrawn as label Gaussians, unsure ones left out")
     p.add_argument("--unlabeled-weight", type=float, default=1.0, help="w of the consistency loss")
     p.add_argument("--unlabeled-rampup", type=_int_at_least(0), default=None,
                    help="co-training steps over which w ramps up from ~0 (default 100; 0: none)")
@@ -112,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         auto_thresholds=args.auto_thresholds,
         **{name: value for name, value in (("ema_alpha", args.ema_alpha),
                                            ("ema_schedule", args.ema_schedule),
+                                           ("pseudo_labels", args.pseudo_labels),
                                            ("unlabelled_rampup", args.unlabeled_rampup))
            if value is not None},  # unset: TrainConfig's defaults
         lr=_learning_rate(args))

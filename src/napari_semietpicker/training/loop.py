@@ -31,6 +31,7 @@ from ..model.checkpoint import (
     load_trainer_state,
     save_model,
 )
+from ..model.heatmap import nms_kernels
 from ..model.losses import reweighted_mse
 from ..model.network import (
     SIZE_MULTIPLE,
@@ -44,9 +45,11 @@ from .augment import random_flip_rot, random_intensity, strong_augment
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
 from .prefetch import Prefetcher
 from .semi import (
+    PSEUDO_LABELS,
     batchnorm_statistics_frozen,
     ema_rate,
     ema_update,
+    peak_pseudo_labels,
     unlabelled_weight_factor,
 )
 
@@ -82,6 +85,7 @@ class TrainConfig:
     ema_schedule: str = "ramp"
     unlabelled_weight: float = 1.0
     unlabelled_rampup: int = 100  # co-training steps to ramp the consistency weight up
+    pseudo_labels: str = "soft"  # or "peaks" (see semi.PSEUDO_LABELS)
     auto_thresholds: bool = True  # choose per-class thresholds on the labelled data at the end
     threshold_beta: float = CZII_BETA
     multi_view: bool = True
@@ -218,6 +222,9 @@ class Trainer:
                              f"{config.cotrain_steps} co-training steps"
                              f"{'' if unlabelled else ' (no unlabelled tomograms)'}; "
                              "give at least one step")
+        if config.pseudo_labels not in PSEUDO_LABELS:
+            raise ValueError(f"pseudo-labels must be one of {', '.join(PSEUDO_LABELS)}, "
+                             f"got {config.pseudo_labels!r}")
         if config.checkpoint_every < 1:
             raise ValueError(f"checkpoint interval must be >= 1 step, got "
                              f"{config.checkpoint_every}")
@@ -240,6 +247,7 @@ class Trainer:
                                       0.0) if unlabelled else None
         self.student = channels_last(build_model(model_config).to(self.device))
         self.teacher: AsymmetricUNet3D | None = None
+        self.pseudo_thresholds: np.ndarray | None = None  # per class, for "peaks" labels
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
         self.forward_student: torch.nn.Module = self.student
         if dist.is_distributed():
@@ -297,6 +305,9 @@ class Trainer:
         self.card.thresholds = saved.thresholds  # tuned ones are kept
         self.losses = [float(x) for x in state["losses"]]
         burn_in = saved.history.get("train_config", {}).get("steps")
+        if "pseudo_label_thresholds" in saved.history:  # fixed when co-training began
+            self.card.history["pseudo_label_thresholds"] = saved.history[
+                "pseudo_label_thresholds"]
         if saved.history.get("unlabelled") and burn_in is not None and self.step > burn_in:
             self._keep_cotraining(int(burn_in))
         if self.step >= self.total_steps:
@@ -317,10 +328,32 @@ class Trainer:
             self.total_steps += burn_in - self.config.steps
             self.config.steps = burn_in
             self.card.history["train_config"] = asdict(self.config)
-        self.teacher = channels_last(load_model(self.out_dir, self.device)[0])
-        self.teacher.eval()
+        self._start_teacher(channels_last(load_model(self.out_dir, self.device)[0]))
+
+    def _start_teacher(self, teacher: AsymmetricUNet3D) -> None:
+        """Freeze ``teacher`` as the EMA teacher; fix the thresholds of peak pseudo-labels."""
+        self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+        if self.config.pseudo_labels == "peaks":
+            self.pseudo_thresholds = self._pseudo_label_thresholds()
+
+    def _pseudo_label_thresholds(self) -> np.ndarray:
+        """Per-class confidence of peak pseudo-labels: the burn-in model's thresholds for
+        F1 on the labelled tomograms (a kept peak as likely right as a missed one), chosen
+        once when co-training begins and kept in the card so a continued run reuses them.
+        Without a fully labelled tomogram, the model's prediction thresholds."""
+        kept = self.card.history.get("pseudo_label_thresholds")
+        if kept is None:
+            complete = [v for v in self.labelled_volumes if not v.partial]
+            assert self.teacher is not None
+            chosen = (tune_model_thresholds(self.teacher, self.card, complete, self.device,
+                                            beta=1.0) if complete
+                      else self.card.class_thresholds())
+            kept = self.card.history["pseudo_label_thresholds"] = chosen
+            log.info("peak pseudo-labels from the teacher's scores of at least: %s",
+                     ", ".join(f"{name} {value:.2f}" for name, value in chosen.items()))
+        return np.array([float(kept[c.name]) for c in self.classes])
 
     def save(self) -> None:
         """Write the prediction model (teacher once co-training runs) and the resume state.
@@ -372,6 +405,12 @@ class Trainer:
             pseudo = predict_views(self.teacher, weak, views)
             with batchnorm_statistics_frozen(self.student):
                 pred = self.forward_student(strong)
+        if self.pseudo_thresholds is not None:
+            stride = self.card.model.output_stride
+            assert self.labelled.sigmas is not None  # a labelled sampler knows its classes
+            pseudo = peak_pseudo_labels(pseudo, nms_kernels(self.classes, self.voxel_size,
+                                                            stride),
+                                        self.labelled.sigmas, self.pseudo_thresholds)
         return reweighted_mse(pred, pseudo, self.config.lam)
 
     def _train_step(self, batch: StepBatch) -> tuple[float, float | None]:
@@ -473,9 +512,7 @@ class Trainer:
                     reason = "stopped"
                     break
                 if self._cotraining(self.step) and self.teacher is None:
-                    self.teacher = copy.deepcopy(self.student).eval()
-                    for p in self.teacher.parameters():
-                        p.requires_grad_(False)
+                    self._start_teacher(copy.deepcopy(self.student))
                 try:
                     loss, loss_u = self._train_step(batches.get(self.step))
                 except FloatingPointError as err:

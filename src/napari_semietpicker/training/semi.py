@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..model.heatmap import find_peaks, render_targets
+
 
 @contextmanager
 def batchnorm_statistics_frozen(model: nn.Module) -> Iterator[None]:
@@ -79,3 +81,43 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
             value.mul_(1.0 - alpha).add_(source.detach(), alpha=alpha)
         else:
             value.copy_(source)
+
+
+#: Pseudo-label kinds: ``soft`` is the paper's averaged teacher heatmap; ``peaks`` keeps
+#: the teacher's confident peaks only, re-drawn as the unit Gaussians labels are made of.
+PSEUDO_LABELS = ("soft", "peaks")
+
+#: In ``peaks`` pseudo-labels, a peak scoring at least this fraction of its class's
+#: confident threshold (but below it) is unsure: its sphere is left unknown.
+UNSURE_FRACTION = 0.5
+
+#: A Gaussian target falls to this value at the particle's radius (two sigma).
+_AT_RADIUS = float(np.exp(-2.0))
+
+
+@torch.no_grad()
+def peak_pseudo_labels(heat: torch.Tensor, kernels: list[int], sigmas: np.ndarray,
+                       confident: np.ndarray) -> torch.Tensor:
+    """Hard pseudo-labels from a teacher heatmap (B, C, D, H, W) on the output grid.
+
+    Each class's peaks at or above ``confident[c]`` become unit Gaussians of the class's
+    ``sigmas[c]`` (as labels are drawn); the spheres of unsure peaks (from
+    :data:`UNSURE_FRACTION` of the threshold up) are NaN, unknown to the loss, unless a
+    confident particle's sphere covers them; everything else is background (0).
+    FixMatch's confidence rule for heatmaps: a soft target would teach the student the
+    teacher's hedged, lower peaks and its background haze as if they were the truth.
+    """
+    depth, height, width = heat.shape[2:]
+    shape = (depth, height, width)
+    target = np.zeros(heat.shape, dtype=np.float32)
+    for b in range(heat.shape[0]):
+        for c in range(heat.shape[1]):
+            positions, scores = find_peaks(heat[b, c].float(), kernels[c],
+                                           UNSURE_FRACTION * float(confident[c]))
+            sure = scores >= confident[c]
+            drawn, unsure = (render_targets(positions[kept], np.zeros(int(kept.sum()), int),
+                                            shape, sigmas[c:c + 1])[0]
+                             for kept in (sure, ~sure))
+            drawn[(unsure >= _AT_RADIUS) & (drawn < _AT_RADIUS)] = np.nan
+            target[b, c] = drawn
+    return torch.from_numpy(target).to(heat.device)
