@@ -19,6 +19,8 @@ test; only test tomograms are scored. Settings:
   thresholds on the labelled tomograms at the end of training (the default);
 - ``--pseudo-labels soft peaks``: a SemiETPicker row per kind of pseudo-label (the
   paper's averaged teacher heatmaps; the teacher's confident peaks drawn as Gaussians);
+- ``--unlabelled-weight 0``: SemiETPicker's EMA teacher without pseudo-labels (its
+  student is then the supervised model): what the teacher's averaging alone is worth;
 - the co-trained student, scored beside the teacher that the model directory saves (its
   own thresholds chosen the same way): the evidence for which of the two to keep;
 - ``--labels template-matching``: the labelled tomograms' labels are template matching's
@@ -102,6 +104,9 @@ def parse_args() -> argparse.Namespace:
                    help="use the tomograms already simulated in --out (same arguments)")
     p.add_argument("--pseudo-labels", nargs="+", choices=PSEUDO_LABELS, default=["soft"],
                    help="SemiETPicker's pseudo-labels, a row each (see training.semi)")
+    p.add_argument("--unlabelled-weight", type=float, default=1.0,
+                   help="SemiETPicker's consistency weight; 0: its EMA teacher without "
+                        "pseudo-labels, a weight average of supervised training")
     p.add_argument("--balanced-classes", action="store_true",
                    help="positive crops centred on a class drawn uniformly, then its pick")
     return p.parse_args()
@@ -256,7 +261,9 @@ def main() -> None:
                     for p in (args.pseudo_labels if s == "SemiETPicker" else [None])]
             for setting, pseudo in runs:
                 name = setting if pseudo in (None, "soft") else f"{setting}, {pseudo}"
-                run_dir = data / f"seed{seed}" / name.replace(", ", "-")
+                if setting == "SemiETPicker" and args.unlabelled_weight != 1.0:
+                    name += f", w {args.unlabelled_weight:g}"
+                run_dir = data / f"seed{seed}" / name.replace(", ", "-").replace(" ", "")
                 shutil.rmtree(run_dir, ignore_errors=True)
                 shutil.copytree(burn_dir, run_dir)
                 t = time.perf_counter()
@@ -265,7 +272,8 @@ def main() -> None:
                                             "cotrain_steps": 0})
                     Trainer(config, classes, labelled, run_dir, resume=True).run()
                 elif setting == "SemiETPicker":
-                    config = TrainConfig(**{**vars(base), "pseudo_labels": pseudo})
+                    config = TrainConfig(**{**vars(base), "pseudo_labels": pseudo,
+                                            "unlabelled_weight": args.unlabelled_weight})
                     trainer = Trainer(config, classes, labelled, run_dir, unlabelled,
                                       resume=True)
                     trainer.run()

@@ -114,3 +114,27 @@ def test_peak_pseudo_labels_fix_their_thresholds_when_cotraining_begins(blob_set
                                                            for i in range(len(classes))])
     resumed.run()
     assert load_card(tmp_path).history["pseudo_label_thresholds"][classes[0].name] == 0.25
+
+
+def test_cotraining_at_weight_zero_is_supervised_training_with_an_averaged_teacher(
+        blob_set, tmp_path):
+    """The ablation that tells the EMA teacher's averaging from its pseudo-labels."""
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    unlabelled = [prepare_volume(blob_set["tomograms"][1])]
+    with pytest.raises(ValueError, match="unlabelled loss weight must be >= 0"):
+        Trainer(TrainConfig(unlabelled_weight=-1.0, **TINY), classes, labelled, tmp_path,
+                unlabelled)
+    supervised = Trainer(TrainConfig(steps=4, **TINY), classes, labelled, tmp_path / "s")
+    supervised.run()
+    progress = []
+    averaged = Trainer(TrainConfig(steps=2, cotrain_steps=2, unlabelled_weight=0.0, **TINY),
+                       classes, labelled, tmp_path / "w0", unlabelled)
+    averaged.run(on_progress=progress.append)
+    assert [p.phase for p in progress] == ["burn-in"] * 2 + ["co-training"] * 2
+    assert all(p.loss_unlabelled is None for p in progress)
+    student, reference = averaged.student.state_dict(), supervised.student.state_dict()
+    for name, value in student.items():
+        torch.testing.assert_close(value, reference[name])
+    assert not all(torch.equal(v, student[k]) for k, v in averaged.teacher.state_dict().items()
+                   if v.dtype.is_floating_point)  # the mean of the last two students

@@ -83,7 +83,7 @@ class TrainConfig:
     lam: float = 4.0
     ema_alpha: float = 0.01  # the smallest rate of the ramp (see semi.ema_rate)
     ema_schedule: str = "ramp"
-    unlabelled_weight: float = 1.0
+    unlabelled_weight: float = 1.0  # 0: the EMA teacher without pseudo-labels (a weight average)
     unlabelled_rampup: int = 100  # co-training steps to ramp the consistency weight up
     pseudo_labels: str = "soft"  # or "peaks" (see semi.PSEUDO_LABELS)
     auto_thresholds: bool = True  # choose per-class thresholds on the labelled data at the end
@@ -222,6 +222,9 @@ class Trainer:
                              f"{config.cotrain_steps} co-training steps"
                              f"{'' if unlabelled else ' (no unlabelled tomograms)'}; "
                              "give at least one step")
+        if config.unlabelled_weight < 0:
+            raise ValueError(f"the unlabelled loss weight must be >= 0, got "
+                             f"{config.unlabelled_weight}")
         if config.pseudo_labels not in PSEUDO_LABELS:
             raise ValueError(f"pseudo-labels must be one of {', '.join(PSEUDO_LABELS)}, "
                              f"got {config.pseudo_labels!r}")
@@ -389,7 +392,8 @@ class Trainer:
         assert target is not None  # a labelled sampler returns targets
         image, target = random_flip_rot(image, target, generator)
         batch = StepBatch(random_intensity(image, generator), target)
-        if self.unlabelled is not None and self._cotraining(step):
+        if self.unlabelled is not None and self._cotraining(step) and \
+                config.unlabelled_weight:
             generator = step_generator(config.seed, rank, step, "unlabelled")
             weak, _ = self.unlabelled.sample(config.batch_size, generator)
             batch.weak, _ = random_flip_rot(weak, weak, generator)
@@ -427,7 +431,7 @@ class Trainer:
 
         loss = self._loss_on_every_rank(labelled_loss)
         loss_u = None
-        if self.teacher is not None:
+        if self.teacher is not None and self.config.unlabelled_weight:
             weak, strong = batch.weak, batch.strong
             assert weak is not None and strong is not None  # co-training batches have both
             loss_u = self._loss_on_every_rank(lambda: self._unlabelled_loss(weak, strong))
