@@ -1,18 +1,20 @@
 """The co-training schedules: the teacher follows early, the consistency weight ramps up;
 peak pseudo-labels."""
 
+import copy
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from napari_semietpicker.model.checkpoint import load_card
+from napari_semietpicker.model.checkpoint import load_card, load_model
 from napari_semietpicker.training.data import prepare_volume
 from napari_semietpicker.training.loop import TrainConfig, Trainer
 from napari_semietpicker.training.semi import (
     ema_rate,
     peak_pseudo_labels,
+    recompute_batchnorm_statistics,
     unlabelled_weight_factor,
 )
 
@@ -48,17 +50,16 @@ def test_after_one_cotraining_step_the_teacher_is_the_student(blob_set, tmp_path
     trainer = Trainer(TrainConfig(steps=2, cotrain_steps=1, ema_alpha=1e-3, **TINY), classes,
                       labelled, tmp_path, unlabelled)
     trainer.run()
-    student = trainer.student.state_dict()
-    for name, value in trainer.teacher.state_dict().items():
-        torch.testing.assert_close(value, student[name])
+    student = dict(trainer.student.named_parameters())
+    for name, value in trainer.teacher.named_parameters():  # (its BatchNorm statistics are
+        torch.testing.assert_close(value, student[name])    # recomputed at the end)
     # The paper's constant rate leaves the teacher almost the burn-in model.
     constant = Trainer(TrainConfig(steps=2, cotrain_steps=1, ema_alpha=1e-3,
                                    ema_schedule="constant", **TINY), classes, labelled,
                        tmp_path / "constant", unlabelled)
     constant.run()
-    student = constant.student.state_dict()
-    assert not all(torch.equal(v, student[k]) for k, v in constant.teacher.state_dict().items()
-                   if v.dtype.is_floating_point)
+    student = dict(constant.student.named_parameters())
+    assert not all(torch.equal(v, student[k]) for k, v in constant.teacher.named_parameters())
 
 
 def _bump(shape, center, height, sigma):
@@ -136,5 +137,38 @@ def test_cotraining_at_weight_zero_is_supervised_training_with_an_averaged_teach
     student, reference = averaged.student.state_dict(), supervised.student.state_dict()
     for name, value in student.items():
         torch.testing.assert_close(value, reference[name])
-    assert not all(torch.equal(v, student[k]) for k, v in averaged.teacher.state_dict().items()
-                   if v.dtype.is_floating_point)  # the mean of the last two students
+    assert not all(torch.equal(v, student[k]) for k, v in averaged.teacher.named_parameters())
+    # (the mean of the last two students)
+
+
+def test_batchnorm_statistics_are_recomputed_as_the_batches_mean_and_variance():
+    norm = torch.nn.BatchNorm3d(1)
+    norm.running_mean.fill_(5.0)  # stale statistics, as an EMA of other weights leaves
+    norm.running_var.fill_(9.0)
+    generator = torch.Generator().manual_seed(0)
+    batches = [2.0 + 3.0 * torch.randn(2, 1, 8, 8, 8, generator=generator) for _ in range(4)]
+    recompute_batchnorm_statistics(norm, batches)
+    data = torch.cat(batches)
+    assert float(norm.running_mean) == pytest.approx(float(data.mean()), abs=1e-5)
+    assert float(norm.running_var) == pytest.approx(float(data.var()), rel=0.02)
+    assert norm.momentum == 0.1  # left as it was
+
+
+def test_a_cotrained_teacher_is_saved_with_the_statistics_of_its_own_weights(blob_set, tmp_path):
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    unlabelled = [prepare_volume(blob_set["tomograms"][1])]
+    trainer = Trainer(TrainConfig(steps=2, cotrain_steps=3, **TINY), classes, labelled,
+                      tmp_path, unlabelled)
+    trainer.run()
+    saved, _ = load_model(tmp_path)
+    again = copy.deepcopy(saved)
+    recompute_batchnorm_statistics(again, trainer.statistics_batches())
+    buffers = dict(again.named_buffers())
+    for name, value in saved.named_buffers():
+        if name.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(value, buffers[name])
+    # They are not the EMA of the students' statistics that co-training kept.
+    student = dict(trainer.student.named_buffers())
+    assert any(not torch.allclose(value, student[name]) for name, value in
+               saved.named_buffers() if name.endswith("running_mean"))

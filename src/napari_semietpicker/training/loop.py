@@ -50,6 +50,7 @@ from .semi import (
     ema_rate,
     ema_update,
     peak_pseudo_labels,
+    recompute_batchnorm_statistics,
     unlabelled_weight_factor,
 )
 
@@ -129,7 +130,11 @@ class TrainResult:
 
 
 #: Independent random streams of one step (their order here is part of the seeds).
-STREAMS = ("labelled", "unlabelled", "strong")
+STREAMS = ("labelled", "unlabelled", "strong", "statistics")
+
+#: Crops of the labelled tomograms on which a co-trained teacher's BatchNorm statistics
+#: are recomputed when training ends (see semi.recompute_batchnorm_statistics).
+STATISTICS_CROPS = 200
 
 
 def step_generator(seed: int, rank: int, step: int, stream: str) -> torch.Generator:
@@ -533,10 +538,22 @@ class Trainer:
         finally:
             batches.close()
             self.data_wait_s += batches.waited_s
+        if self.teacher is not None:  # done or stopped: the teacher is the model kept
+            recompute_batchnorm_statistics(self.teacher, self.statistics_batches())
         if self.config.auto_thresholds and reason == "done" and dist.is_main():
             self._choose_thresholds()
         self.save()
         return TrainResult(self.step, reason != "done", reason, self.losses)
+
+    def statistics_batches(self) -> list[torch.Tensor]:
+        """:data:`STATISTICS_CROPS` crops of the labelled tomograms drawn as training draws
+        them (around picks with ``positive_fraction``), without augmentation, in batches of
+        the training batch size, on the training device: the data the students' statistics
+        came from. The same on every rank (the teacher stays identical) and for one step."""
+        generator = step_generator(self.config.seed, 0, self.step, "statistics")
+        size = self.config.batch_size
+        return [self.labelled.sample(size, generator)[0].to(self.device)
+                for _ in range(max(1, STATISTICS_CROPS // size))]
 
     def _choose_thresholds(self) -> None:
         """Per-class thresholds of the prediction model, chosen on the labelled volumes

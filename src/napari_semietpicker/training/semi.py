@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -66,6 +66,21 @@ def unlabelled_weight_factor(cotrain_step: int, rampup_steps: int) -> float:
         return 1.0
     progress = max(0.0, cotrain_step / rampup_steps)
     return float(np.exp(-5.0 * (1.0 - progress) ** 2))
+
+
+@torch.no_grad()
+def recompute_batchnorm_statistics(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Replace the BatchNorm running statistics by those of ``model``'s own weights on
+    ``batches`` (equal-weight average over the batches; ``torch.optim.swa_utils.update_bn``).
+
+    An EMA teacher's statistics are the EMA of its students' statistics, which do not
+    describe the activations of its averaged weights (SWA's known pitfall). Measured on the
+    czii-20A benchmark (2 labelled tomograms, 2000 + 1000 steps, seeds 0 and 1), recomputing
+    them on training crops of the labelled tomograms moved the co-trained teachers from CZII
+    0.730 and 0.739 to 0.818 and 0.791, mean F1 from 0.499 and 0.497 to 0.542 and 0.541. A
+    supervised model's own statistics are its students': recomputing them did not help.
+    """
+    torch.optim.swa_utils.update_bn(batches, model)
 
 
 @torch.no_grad()
