@@ -538,7 +538,8 @@ class Trainer:
         finally:
             batches.close()
             self.data_wait_s += batches.waited_s
-        if self.teacher is not None:  # done or stopped: the teacher is the model kept
+        if self.teacher is not None and reason == "done":  # (a stopped run's teacher keeps
+            # its EMA statistics, so that continuing it ends where an uninterrupted run would)
             recompute_batchnorm_statistics(self.teacher, self.statistics_batches())
         if self.config.auto_thresholds and reason == "done" and dist.is_main():
             self._choose_thresholds()
