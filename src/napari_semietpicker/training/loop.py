@@ -256,6 +256,7 @@ class Trainer:
         self.student = channels_last(build_model(model_config).to(self.device))
         self.teacher: AsymmetricUNet3D | None = None
         self.pseudo_thresholds: np.ndarray | None = None  # per class, for "peaks" labels
+        self.pseudo_kernels: list[int] = []  # the NMS kernel per class, for "peaks" labels
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
         self.forward_student: torch.nn.Module = self.student
         if dist.is_distributed():
@@ -345,6 +346,8 @@ class Trainer:
             p.requires_grad_(False)
         if self.config.pseudo_labels == "peaks":
             self.pseudo_thresholds = self._pseudo_label_thresholds()
+            self.pseudo_kernels = nms_kernels(self.classes, self.voxel_size,
+                                              self.card.model.output_stride)
 
     def _pseudo_label_thresholds(self) -> np.ndarray:
         """Per-class confidence of peak pseudo-labels: the burn-in model's thresholds for
@@ -415,11 +418,9 @@ class Trainer:
             with batchnorm_statistics_frozen(self.student):
                 pred = self.forward_student(strong)
         if self.pseudo_thresholds is not None:
-            stride = self.card.model.output_stride
             assert self.labelled.sigmas is not None  # a labelled sampler knows its classes
-            pseudo = peak_pseudo_labels(pseudo, nms_kernels(self.classes, self.voxel_size,
-                                                            stride),
-                                        self.labelled.sigmas, self.pseudo_thresholds)
+            pseudo = peak_pseudo_labels(pseudo, self.pseudo_kernels, self.labelled.sigmas,
+                                        self.pseudo_thresholds)
         return reweighted_mse(pred, pseudo, self.config.lam)
 
     def _train_step(self, batch: StepBatch) -> tuple[float, float | None]:
