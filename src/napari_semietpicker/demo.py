@@ -43,7 +43,8 @@ def run_headless(out: Path, steps: int) -> int:
     from .metrics import chance_level, evaluate
     from .pipeline import Picker, TrainingSet, pick, train
     from .simulate import simulate_dataset
-    from .training.loop import TrainConfig, measure_step_seconds, training_seconds
+    from .training.loop import TrainConfig
+    from .training.timing import measure_step_seconds, training_seconds
 
     classes = load_classes("czii")
     start = time.perf_counter()
