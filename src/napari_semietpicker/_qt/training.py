@@ -37,7 +37,7 @@ from ..compute import available_devices, has_accelerator
 from ..layers import PICKS
 from ..model.checkpoint import CONFIG, WEIGHTS, load_card, model_exists
 from ..model.network import NETWORK_PRESETS
-from ..training.loop import TrainConfig, TrainProgress, TrainResult
+from ..training.loop import CPU_CROP, TrainConfig, TrainProgress, TrainResult
 from ..training.timing import measure_step_seconds, training_seconds
 from ._layer_tools import (
     classes_of_layers,
@@ -68,8 +68,8 @@ from .train_job import (
 from .training_sets import TrainingSets, checked_keys
 
 TRAINING = "training"  # the kind of the dock's background jobs
-#: Defaults on a machine without a GPU: a model that trains in minutes.
-CPU_CROP, CPU_BURN_IN = 64, 200
+#: Burn-in steps on a machine without a GPU: a model that trains in minutes.
+CPU_BURN_IN = 200
 #: Binning choices of the dock (powers of 2, pyramid levels 0, 1, 2): 1x is the
 #: tomograms' own voxel size.
 BIN_FACTORS = (1, 2, 4)
