@@ -172,3 +172,45 @@ def test_a_cotrained_teacher_is_saved_with_the_statistics_of_its_own_weights(blo
     student = dict(trainer.student.named_buffers())
     assert any(not torch.allclose(value, student[name]) for name, value in
                saved.named_buffers() if name.endswith("running_mean"))
+
+
+@pytest.mark.parametrize("better", ["teacher", "student"])
+def test_the_model_that_scores_higher_on_the_labelled_tomograms_is_saved(
+        blob_set, tmp_path, monkeypatch, better):
+    """After co-training, the teacher or the student: the one whose labelled picks score
+    higher; the teacher goes on in the resume state either way."""
+    from napari_semietpicker.training import loop
+
+    classes = blob_set["classes"]
+    labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
+    unlabelled = [prepare_volume(blob_set["tomograms"][1])]
+    models = {}
+    real = loop.thresholds_and_labelled_score
+
+    def scored(model, *args, **kwargs):  # the real thresholds; the score says who is better
+        thresholds, _ = real(model, *args, **kwargs)
+        name = "teacher" if model is trainer.teacher else "student"
+        models[name] = copy.deepcopy(model.state_dict())
+        return {c: 0.3 if name == "teacher" else 0.2 for c in thresholds}, \
+            float(name == better)
+
+    monkeypatch.setattr(loop, "thresholds_and_labelled_score", scored)
+    config = dict(TINY, auto_thresholds=True)
+    trainer = Trainer(TrainConfig(steps=2, cotrain_steps=2, **config), classes, labelled,
+                      tmp_path, unlabelled)
+    trainer.run()
+    card = load_card(tmp_path)
+    assert card.history["saved_model"] == better
+    assert card.history["labelled_scores"] == {"teacher": float(better == "teacher"),
+                                               "student": float(better == "student")}
+    assert set(card.thresholds.values()) == {0.3 if better == "teacher" else 0.2}
+    saved, _ = load_model(tmp_path)
+    for name, value in saved.state_dict().items():
+        torch.testing.assert_close(value, models[better][name])
+    assert any(not torch.equal(v, models["student"][k])
+               for k, v in models["teacher"].items() if v.is_floating_point())
+    # Continued (longer), co-training goes on from the teacher, whichever was saved.
+    continued = Trainer(TrainConfig(steps=2, cotrain_steps=3, **config), classes, labelled,
+                        tmp_path, unlabelled, resume=True)
+    for name, value in continued.teacher.state_dict().items():
+        torch.testing.assert_close(value, models["teacher"][name])

@@ -26,7 +26,7 @@ from scipy.spatial import cKDTree
 from ..classes import ParticleClass
 from ..geometry import Grid
 from ..io.picks import empty_picks, picks_from_positions, positions_A
-from ..metrics import CZII_BETA, CZII_DISTANCE_FACTOR, precision_recall_fbeta
+from ..metrics import CZII_BETA, CZII_DISTANCE_FACTOR, evaluate, precision_recall_fbeta
 from ..model.checkpoint import ModelCard
 from ..model.network import AsymmetricUNet3D
 from .predict import PEAK_FLOOR, PredictConfig, peaks_from_heatmaps, predict_heatmaps
@@ -161,11 +161,25 @@ def tune_model_thresholds(model: AsymmetricUNet3D, card: ModelCard, volumes: Seq
     The volumes are the normalised training volumes, at the model's voxel size. Thresholds
     never go below the lowest score prediction keeps (:data:`predict.PEAK_FLOOR`).
     """
+    return thresholds_and_labelled_score(model, card, volumes, device, beta, config)[0]
+
+
+def thresholds_and_labelled_score(model: AsymmetricUNet3D, card: ModelCard,
+                                  volumes: Sequence[Volume],
+                                  device: torch.device | str = "cpu", beta: float = CZII_BETA,
+                                  config: PredictConfig | None = None
+                                  ) -> tuple[dict[str, float], float]:
+    """:func:`tune_model_thresholds`, and the class-weighted F-beta (the CZII score for
+    beta 4) that ``model``'s picks of the labelled volumes reach at those thresholds: the
+    evidence on which training keeps a co-trained teacher or its student."""
     labelled = [v for v in volumes if v.positions is not None]
     candidates = pd.concat(
         [peaks_from_heatmaps(predict_heatmaps(model, v.data, config, device), card, v.name,
                              Grid(v.voxel_size), volume_shape=v.data.shape).picks
          for v in labelled], ignore_index=True)
-    return choose_thresholds(candidates, labelled_references(labelled, card.classes),
-                             card.classes, beta, floor=PEAK_FLOOR,
-                             runs=[v.name for v in labelled])
+    references = labelled_references(labelled, card.classes)
+    thresholds = choose_thresholds(candidates, references, card.classes, beta,
+                                   floor=PEAK_FLOOR, runs=[v.name for v in labelled])
+    limits = candidates["particle_type"].map(thresholds).to_numpy(float)
+    kept = candidates[candidates["score"].to_numpy(float) >= limits]  # (also when empty)
+    return thresholds, evaluate(kept, references, card.classes, beta=beta).score
