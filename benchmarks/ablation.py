@@ -30,8 +30,9 @@ from napari_semietpicker.io.tomogram import read_tomogram
 from napari_semietpicker.metrics import evaluate
 from napari_semietpicker.model.checkpoint import load_model
 from napari_semietpicker.simulate import simulate_dataset
+from napari_semietpicker.training.config import TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 
 
 def parse_args() -> argparse.Namespace:

@@ -46,8 +46,9 @@ from napari_semietpicker.inference.predict import (
 from napari_semietpicker.io.tomogram import Tomogram, normalize, write_tomogram
 from napari_semietpicker.model.checkpoint import ModelCard
 from napari_semietpicker.model.network import ModelConfig, build_model
+from napari_semietpicker.training.config import TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -61,8 +61,9 @@ from napari_semietpicker.io.picks import read_picks_csv
 from napari_semietpicker.model.checkpoint import load_card, load_trainer_state, save_model
 from napari_semietpicker.pipeline import open_tomogram
 from napari_semietpicker.simulate import simulate_dataset
+from napari_semietpicker.training.config import TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 from napari_semietpicker.training.semi import PSEUDO_LABELS
 
 #: (z, y, x) shape at the model's 20 A: the whole CZII tomogram (184 x 630 x 630 at 10 A)

@@ -50,8 +50,9 @@ from napari_semietpicker.io.tomogram import read_tomogram
 from napari_semietpicker.metrics import evaluate
 from napari_semietpicker.model.checkpoint import load_model
 from napari_semietpicker.simulate import simulate_dataset
+from napari_semietpicker.training.config import FINE_TUNE_LR, TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import FINE_TUNE_LR, TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 
 ORDERS = ("ranked", "random", "score")
 

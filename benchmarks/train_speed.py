@@ -32,8 +32,9 @@ from napari_semietpicker.classes import load_classes
 from napari_semietpicker.compute import autocast, resolve_device
 from napari_semietpicker.io.picks import picks_from_positions
 from napari_semietpicker.io.tomogram import Tomogram, bin_tomogram
+from napari_semietpicker.training.config import TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 
 CZII_SHAPE = (184, 630, 630)
 

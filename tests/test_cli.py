@@ -9,7 +9,7 @@ import torch
 from napari_semietpicker.cli import main
 from napari_semietpicker.io.formats import read_picks
 from napari_semietpicker.model.checkpoint import load_card
-from napari_semietpicker.training.loop import FINE_TUNE_LR, TrainConfig
+from napari_semietpicker.training.config import FINE_TUNE_LR, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -130,15 +130,15 @@ def test_match_tunes_thresholds_on_labelled_tomograms(simulated, tmp_path, capsy
 
 def test_train_crop_defaults_to_the_machines(simulated, tmp_path, monkeypatch):
     """Without ``--crop`` a CPU trains on crops of 64 (a GPU on TrainConfig's 96)."""
-    from napari_semietpicker.training import loop
+    from napari_semietpicker.training import config
 
     tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
     assert main(["-q", "train", "--tomograms", tomograms[0], "--picks",
                  str(simulated / "picks.csv"), "--out", str(tmp_path / "m"), "--preset",
                  "tiny", "--steps", "1", "--device", "cpu", "--no-auto-thresholds"]) == 0
-    assert load_card(tmp_path / "m").history["train_config"]["crop"] == loop.CPU_CROP == 64
-    monkeypatch.setattr(loop, "resolve_device", lambda name: torch.device("cuda"))
-    assert loop.default_crop("auto") == TrainConfig.crop == 96
+    assert load_card(tmp_path / "m").history["train_config"]["crop"] == config.CPU_CROP == 64
+    monkeypatch.setattr(config, "resolve_device", lambda name: torch.device("cuda"))
+    assert config.default_crop("auto") == TrainConfig.crop == 96
 
 
 def test_fine_tune_with_reviewed_picks_reads_negatives(simulated, tmp_path, monkeypatch):

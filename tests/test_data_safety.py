@@ -25,8 +25,9 @@ from napari_semietpicker.io.picks import picks_from_positions, write_picks_csv
 from napari_semietpicker.io.tomogram import Tomogram, write_tomogram
 from napari_semietpicker.model.checkpoint import ModelCard, load_card, load_model, save_model
 from napari_semietpicker.model.network import ModelConfig, build_model
+from napari_semietpicker.training.config import TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 
 BLOB = [ParticleClass("blob", 60.0)]
 TINY = ModelConfig(n_classes=1, preset="tiny")

@@ -33,8 +33,9 @@ from napari_semietpicker.model.checkpoint import (
     save_model,
 )
 from napari_semietpicker.model.network import ModelConfig, build_model
+from napari_semietpicker.training.config import TrainConfig
 from napari_semietpicker.training.data import check_training_set, prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 
 BLOB = [ParticleClass("blob", 60.0)]
 

@@ -22,8 +22,9 @@ from napari_semietpicker.model.checkpoint import (
     load_trainer_state,
     save_thresholds,
 )
+from napari_semietpicker.training.config import TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 
 TINY = dict(preset="tiny", crop=64, batch_size=2, checkpoint_every=1000)
 

@@ -43,7 +43,7 @@ def run_headless(out: Path, steps: int) -> int:
     from .metrics import chance_level, evaluate
     from .pipeline import Picker, TrainingSet, pick, train
     from .simulate import simulate_dataset
-    from .training.loop import TrainConfig
+    from .training.config import TrainConfig
     from .training.timing import measure_step_seconds, training_seconds
 
     classes = load_classes("czii")

@@ -29,8 +29,9 @@ from .io.picks import empty_picks, read_picks_csv, write_picks_csv
 from .io.tomogram import Tomogram, bin_tomogram, write_tomogram
 from .model.checkpoint import WEIGHTS, ModelCard, load_model
 from .model.network import AsymmetricUNet3D
+from .training.config import TrainConfig, TrainProgress, TrainResult
 from .training.data import Volume, prepare_volume, warn_unmatched_picks
-from .training.loop import TrainConfig, Trainer, TrainProgress, TrainResult
+from .training.loop import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from napari_semietpicker.io.formats import read_picks, write_picks
 from napari_semietpicker.io.tomogram import write_tomogram
 from napari_semietpicker.layers import META, PICKS, image_layer, picks_layers
 from napari_semietpicker.model.checkpoint import load_model
-from napari_semietpicker.training.loop import TrainConfig
+from napari_semietpicker.training.config import TrainConfig
 
 SHAPE = (64, 64, 64)
 STEPS, COTRAIN = 3, 2

@@ -22,8 +22,9 @@ from napari_semietpicker.io.picks import read_picks_csv
 from napari_semietpicker.layers import META, PICKS, PREDICTED, REFERENCE, picks_from_layer
 from napari_semietpicker.metrics import evaluate, match_picks
 from napari_semietpicker.model.checkpoint import load_card
+from napari_semietpicker.training.config import FINE_TUNE_LR, TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import FINE_TUNE_LR, TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from napari_semietpicker.classes import CLASS_PRESETS
 from napari_semietpicker.io.picks import empty_picks
 from napari_semietpicker.layers import META, PICKS, image_layer, picks_layers, points_layer
 from napari_semietpicker.model.checkpoint import CONFIG, load_card, load_model
-from napari_semietpicker.training.loop import TrainConfig
+from napari_semietpicker.training.config import TrainConfig
 
 
 def make_dock(viewer, folder, burn_in: int, cotrain: int = 0) -> TrainingWidget:

@@ -10,8 +10,9 @@ from napari_semietpicker.inference.thresholds import choose_thresholds, class_cu
 from napari_semietpicker.io.picks import picks_from_positions
 from napari_semietpicker.metrics import evaluate
 from napari_semietpicker.model.checkpoint import load_card
+from napari_semietpicker.training.config import TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 
 CLS = ParticleClass("p", 100.0, 1.0)
 

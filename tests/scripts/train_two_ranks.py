@@ -22,8 +22,9 @@ from napari_semietpicker import distributed
 from napari_semietpicker.classes import ParticleClass
 from napari_semietpicker.io.picks import picks_from_positions
 from napari_semietpicker.io.tomogram import Tomogram
+from napari_semietpicker.training.config import TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 
 torch.set_num_threads(1)
 logging.basicConfig(format=f"[rank {os.environ['RANK']}] %(levelname)s: %(message)s")

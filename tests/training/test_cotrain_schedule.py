@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from napari_semietpicker.model.checkpoint import load_card, load_model
+from napari_semietpicker.training.config import TrainConfig
 from napari_semietpicker.training.data import prepare_volume
-from napari_semietpicker.training.loop import TrainConfig, Trainer
+from napari_semietpicker.training.loop import Trainer
 from napari_semietpicker.training.semi import (
     ema_rate,
     peak_pseudo_labels,

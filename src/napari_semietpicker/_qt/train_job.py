@@ -20,13 +20,7 @@ from ..geometry import same_voxel_size
 from ..io.tomogram import Tomogram
 from ..model.checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..pipeline import TrainingSet, train
-from ..training.loop import (
-    FINE_TUNE_LR,
-    TrainConfig,
-    TrainProgress,
-    TrainResult,
-    learning_rate,
-)
+from ..training.config import FINE_TUNE_LR, TrainConfig, TrainProgress, TrainResult, learning_rate
 
 
 @dataclass
@@ -34,7 +28,7 @@ class TrainJob:
     """Everything a training run needs, gathered on the GUI thread (no Qt objects inside).
 
     ``config.steps`` and ``config.cotrain_steps`` are the schedule's totals, also when
-    continuing (see :class:`~napari_semietpicker.training.loop.TrainConfig`).
+    continuing (see :class:`~napari_semietpicker.training.config.TrainConfig`).
     """
 
     config: TrainConfig

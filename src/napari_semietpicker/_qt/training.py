@@ -37,7 +37,7 @@ from ..compute import available_devices, has_accelerator
 from ..layers import PICKS
 from ..model.checkpoint import CONFIG, WEIGHTS, load_card, model_exists
 from ..model.network import NETWORK_PRESETS
-from ..training.loop import CPU_CROP, TrainConfig, TrainProgress, TrainResult
+from ..training.config import CPU_CROP, TrainConfig, TrainProgress, TrainResult
 from ..training.timing import measure_step_seconds, training_seconds
 from ._layer_tools import (
     classes_of_layers,

@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..classes import load_classes
     from ..model.checkpoint import model_exists
     from ..pipeline import TrainingSet, train
-    from ..training.loop import TrainConfig, default_crop
+    from ..training.config import TrainConfig, default_crop
 
     if model_exists(args.out) and not (args.overwrite or args.resume):
         raise ValueError(f"{args.out}: already holds a model; pass --resume to continue it or "
@@ -160,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _learning_rate(args: argparse.Namespace) -> float:
     """``--lr``, else the default for a new, fine-tuned or continued model."""
     from ..model.checkpoint import load_card, model_exists
-    from ..training.loop import learning_rate
+    from ..training.config import learning_rate
 
     continued = load_card(args.out) if args.resume and model_exists(args.out) else None
     return learning_rate(args.lr, fine_tune=bool(args.init_from), continued=continued)

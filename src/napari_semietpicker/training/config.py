@@ -1,0 +1,100 @@
+"""Training settings and what a run reports: the config and its machine-dependent
+defaults (learning rate, crop side), the per-step progress and the result, shared by the
+trainer, the CLI and the Training dock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..compute import resolve_device
+from ..metrics import CZII_BETA
+from ..model.checkpoint import ModelCard
+
+#: Fine-tuning's default learning rate, a tenth of training's: a fine-tune of a few hundred
+#: steps at the full rate moves a trained model further than a few dozen review answers can
+#: steer it (benchmarks/review.py, docs in the README's review section).
+FINE_TUNE_LR = 1e-4
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. ``cotrain_steps > 0`` with unlabelled data enables co-training.
+
+    ``steps`` and ``cotrain_steps`` are totals counted from a model's first step, also
+    when it is continued: the burn-in ends at step ``steps`` and co-training runs on to step
+    ``steps + cotrain_steps``. Continuing a model trains up to those totals (raise them to
+    train longer), so a run stopped and continued with the same settings ends where an
+    uninterrupted one would. Once co-training has begun its start is fixed: a continued run
+    keeps it, and its EMA teacher.
+    """
+
+    steps: int = 2000
+    cotrain_steps: int = 0
+    batch_size: int = 2
+    crop: int = 96
+    lr: float = 1e-3
+    preset: str = "light"
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 200
+    positive_fraction: float = 0.7
+    negative_fraction: float = 0.5  # of the other crops, near a hard negative (if any)
+    balanced_classes: bool = False  # positive crops: a class drawn uniformly, then its pick
+    lam: float = 4.0
+    ema_alpha: float = 0.01  # the smallest rate of the ramp (see semi.ema_rate)
+    ema_schedule: str = "ramp"
+    unlabelled_weight: float = 1.0  # 0: the EMA teacher without pseudo-labels (a weight average)
+    unlabelled_rampup: int = 100  # co-training steps to ramp the consistency weight up
+    pseudo_labels: str = "soft"  # or "peaks" (see semi.PSEUDO_LABELS)
+    auto_thresholds: bool = True  # choose per-class thresholds on the labelled data at the end
+    threshold_beta: float = CZII_BETA
+    multi_view: bool = True
+    dropblock: bool = True
+    drop_rate: float = 0.1
+
+
+#: Crop side on a machine without a GPU (the dock's and the CLI's default there): on the
+#: czii-20A benchmark crops of 96 scored as crops of 64 at 2000 steps (CZII 0.740+-0.019
+#: against 0.740+-0.008, two seeds) and cost 1.6x the time a step.
+CPU_CROP = 64
+
+
+def default_crop(device: str) -> int:
+    """The training crop side for ``device`` (auto, cpu, cuda...): :data:`CPU_CROP` on a
+    CPU, ``TrainConfig.crop`` on an accelerator."""
+    return CPU_CROP if resolve_device(device).type == "cpu" else TrainConfig.crop
+
+
+def learning_rate(chosen: float | None, fine_tune: bool = False,
+                  continued: ModelCard | None = None) -> float:
+    """The rate to train at: ``chosen`` if the user set one; else fine-tuning's
+    (:data:`FINE_TUNE_LR`), the rate a ``continued`` model was trained with (its card's
+    ``train_config``), or training's default."""
+    if chosen is not None:
+        return float(chosen)
+    if fine_tune:
+        return FINE_TUNE_LR
+    if continued is not None:
+        return float(continued.history.get("train_config", {}).get("lr", TrainConfig.lr))
+    return TrainConfig.lr
+
+
+@dataclass
+class TrainProgress:
+    """One step's report to whoever watches (tqdm, a napari progress bar, a log)."""
+
+    step: int
+    total_steps: int
+    phase: str  # "burn-in" or "co-training"
+    loss: float
+    loss_unlabelled: float | None
+    elapsed_s: float
+    eta_s: float
+
+
+@dataclass
+class TrainResult:
+    steps_done: int
+    stopped: bool
+    reason: str
+    losses: list[float] = field(default_factory=list)
