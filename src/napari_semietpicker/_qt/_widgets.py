@@ -63,7 +63,7 @@ def scrolled_layout(dock: QWidget) -> QVBoxLayout:
     inner = QWidget()
     scroll = _VerticalScrollArea()
     scroll.setWidgetResizable(True)
-    scroll.setFrameShape(QFrame.NoFrame)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setWidget(inner)
     outer = QVBoxLayout(dock)
     outer.setContentsMargins(0, 0, 0, 0)

@@ -262,8 +262,8 @@ class AnnotationWidget(QWidget):
         rows_header, header = self.table.verticalHeader(), self.table.horizontalHeader()
         assert rows_header is not None and header is not None  # a table always has both
         rows_header.setVisible(False)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.itemChanged.connect(self._on_table_edited)
         self.table.cellDoubleClicked.connect(self._on_cell_double_clicked)
         add_button = QPushButton("Add class")

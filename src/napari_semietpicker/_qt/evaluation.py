@@ -75,7 +75,7 @@ class EvaluationPanel(QGroupBox):
         header = self.table.verticalHeader()
         assert header is not None  # a table always has one
         header.setVisible(False)
-        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(110)
         layout.addWidget(self.table)
 

@@ -23,7 +23,7 @@ class _Plot(QWidget):
     def __init__(self, height: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setMinimumHeight(height)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
     def _painter(self) -> QPainter:
         painter = QPainter(self)
@@ -52,7 +52,7 @@ class LossPlot(_Plot):
 
     def paintEvent(self, event: object) -> None:  # noqa: N802 (Qt API)
         painter = self._painter()
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         values = np.asarray([v for v in self.losses + self.unlabelled if v > 0 and
                              math.isfinite(v)])
         if not len(values):

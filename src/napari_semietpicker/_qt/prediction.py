@@ -443,7 +443,7 @@ class PredictionWidget(QWidget):
             self, "Use corrections as labels",
             f"Add these picks as labels of {prediction.tomogram}{then}? Picks already there "
             f"stay; one within half a radius of a label is not added twice.\n\n{summary}")
-        if answer != QMessageBox.Yes:
+        if answer != QMessageBox.StandardButton.Yes:
             self._say("No labels added.")
             return
         added = self.use_corrections_as_labels()

@@ -390,8 +390,9 @@ class TrainingWidget(QWidget):
         answer = QMessageBox.question(
             self, "Replace model?",
             f"{job.out_dir} already holds a trained model. Replace it with a new one?",
-            QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-        return answer == QMessageBox.Yes
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def stop(self) -> None:
         """Ask the training loop to stop after the current step; it saves the model."""
