@@ -21,8 +21,10 @@ test; only test tomograms are scored. Settings:
   paper's averaged teacher heatmaps; the teacher's confident peaks drawn as Gaussians);
 - ``--unlabelled-weight 0``: SemiETPicker's EMA teacher without pseudo-labels (its
   student is then the supervised model): what the teacher's averaging alone is worth;
-- the co-trained student, scored beside the teacher that the model directory saves (its
-  own thresholds chosen the same way): the evidence for which of the two to keep;
+- both models a run chooses between, each with the thresholds training chose for it on
+  the labelled tomograms: SemiETPicker's teacher and student, supervised training's weight
+  average over its last ``--average-last`` steps and its last weights; the setting's own
+  row is the one training saved (the higher on the labelled tomograms);
 - ``--labels template-matching``: the labelled tomograms' labels are template matching's
   picks at its label-free thresholds (no hand-placed pick), against template matching
   alone with those thresholds (start without clicking).
@@ -56,7 +58,7 @@ from napari_semietpicker.classes import load_classes
 from napari_semietpicker.compute import resolve_device
 from napari_semietpicker.inference.predict import PeakCache
 from napari_semietpicker.inference.template_matching import MatchConfig, match_tomogram
-from napari_semietpicker.inference.thresholds import choose_thresholds, tune_model_thresholds
+from napari_semietpicker.inference.thresholds import choose_thresholds
 from napari_semietpicker.io.picks import read_picks_csv
 from napari_semietpicker.model.checkpoint import load_card, load_trainer_state, save_model
 from napari_semietpicker.pipeline import open_tomogram
@@ -108,6 +110,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--unlabelled-weight", type=float, default=1.0,
                    help="SemiETPicker's consistency weight; 0: its EMA teacher without "
                         "pseudo-labels, a weight average of supervised training")
+    p.add_argument("--average-last", type=float, default=TrainConfig.average_last,
+                   help="supervised: the fraction of steps its weights are averaged over "
+                        "(0: no average; see TrainConfig)")
     p.add_argument("--balanced-classes", action="store_true",
                    help="positive crops centred on a class drawn uniformly, then its pick")
     return p.parse_args()
@@ -168,14 +173,21 @@ def burn_done(burn_dir: Path) -> int | None:
     return None if state is None else int(state["step"])
 
 
-def save_student(trainer: Trainer, model_dir: Path) -> None:
-    """Save a co-trained run's student (the model directory holds its teacher) with
-    thresholds of its own, chosen on the labelled tomograms as the teacher's were, so that
-    the two can be compared on the test tomograms."""
-    card = copy.deepcopy(trainer.card)
-    card.thresholds = tune_model_thresholds(trainer.student, card, trainer.labelled_volumes,
-                                            trainer.device, trainer.config.threshold_beta)
-    save_model(model_dir, trainer.student, card)
+def save_candidates(trainer: Trainer, run_dir: Path) -> dict[str, Path]:
+    """The two models a run chose between (its weight average: co-training's teacher or a
+    supervised run's average; and the student) saved apart, each with the thresholds
+    training chose for it on the labelled tomograms, so that both can be scored on the
+    test tomograms; ``{}`` where training kept no average."""
+    history = trainer.card.history
+    if trainer.teacher is None or "labelled_thresholds" not in history:
+        return {}
+    dirs = {}
+    for name, model in ((trainer.average_name, trainer.teacher), ("student", trainer.student)):
+        card = copy.deepcopy(trainer.card)
+        card.thresholds = history["labelled_thresholds"][name]
+        dirs[name] = Path(f"{run_dir}-{name}")
+        save_model(dirs[name], model, card)
+    return dirs
 
 
 def main() -> None:
@@ -268,31 +280,34 @@ def main() -> None:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 shutil.copytree(burn_dir, run_dir)
                 t = time.perf_counter()
+                trainer = burn  # (supervised with --cotrain 0: the burn-in is the whole run)
                 if setting == "supervised" and args.cotrain:
                     config = TrainConfig(**{**vars(base), "steps": args.burn_in + args.cotrain,
-                                            "cotrain_steps": 0})
-                    Trainer(config, classes, labelled, run_dir, resume=True).run()
+                                            "cotrain_steps": 0,
+                                            "average_last": args.average_last})
+                    trainer = Trainer(config, classes, labelled, run_dir, resume=True)
+                    trainer.run()
                 elif setting == "SemiETPicker":
                     config = TrainConfig(**{**vars(base), "pseudo_labels": pseudo,
                                             "unlabelled_weight": args.unlabelled_weight})
                     trainer = Trainer(config, classes, labelled, run_dir, unlabelled,
                                       resume=True)
                     trainer.run()
-                # (supervised with --cotrain 0: the burn-in is the whole run)
                 trained_s = time.perf_counter() - t
-                models = [(name, run_dir)]
-                if setting == "SemiETPicker":
-                    student_dir = Path(f"{run_dir}-student")
-                    save_student(trainer, student_dir)
-                    models = [(name, run_dir),  # the saved model: the teacher
-                              (f"{name} student", student_dir)]
-                for name, model_dir in models:
+                candidates = save_candidates(trainer, run_dir)
+                saved = trainer.card.history.get("saved_model")
+                models = [(f"{name} {model}", model_dir) for model, model_dir in
+                          candidates.items()] or [(name, run_dir)]
+                for label, model_dir in models:
                     row = score_model(model_dir, test_t, truth, classes, None, device)
-                    rows.append({"snr": snr, "setting": name, "seed": seed, **row})
-                    print(f"  seed {seed} {name:20} trained in {trained_s:4.0f} s after the "
+                    rows.append({"snr": snr, "setting": label, "seed": seed, **row})
+                    if label == f"{name} {saved}":  # the saved model's row too
+                        rows.append({"snr": snr, "setting": name, "seed": seed, **row})
+                    print(f"  seed {seed} {label:20} trained in {trained_s:4.0f} s after the "
                           f"shared burn-in: F1@0.5 {row['F1@0.5']:.3f}  CZII "
                           f"{row['CZII']:.3f}; thresholds " + ", ".join(
-                              f"{v:.2f}" for v in load_card(model_dir).thresholds.values()),
+                              f"{v:.2f}" for v in load_card(model_dir).thresholds.values())
+                          + (" (the saved model)" if label == f"{name} {saved}" else ""),
                           flush=True)
     table = print_per_run(rows)
     table.to_csv(out / "rows.csv", index=False)

@@ -141,6 +141,18 @@ def test_train_crop_defaults_to_the_machines(simulated, tmp_path, monkeypatch):
     assert config.default_crop("auto") == TrainConfig.crop == 96
 
 
+def test_train_average_last_reaches_the_trainer_and_must_be_a_share(simulated, tmp_path,
+                                                                    capsys):
+    tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
+    base = ["-q", "train", "--tomograms", tomograms[0], "--picks", str(simulated / "picks.csv"),
+            "--preset", "tiny", "--crop", "64", "--steps", "1", "--no-auto-thresholds"]
+    assert main([*base, "--out", str(tmp_path / "m"), "--average-last", "0.5"]) == 0
+    assert load_card(tmp_path / "m").history["train_config"]["average_last"] == 0.5
+    with pytest.raises(SystemExit) as exit_:
+        main([*base, "--out", str(tmp_path / "n"), "--average-last", "1.5"])
+    assert exit_.value.code == 2 and "must be in [0, 1], got 1.5" in capsys.readouterr().err
+
+
 def test_fine_tune_with_reviewed_picks_reads_negatives(simulated, tmp_path, monkeypatch):
     """``train --picks`` with a role column: rejected rows reach the sampler as negatives."""
     from napari_semietpicker import pipeline

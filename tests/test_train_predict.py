@@ -66,7 +66,7 @@ def test_student_trains_channels_last_and_its_file_holds_the_same_weights(blob_s
     contiguous tensors, and the file reloads to the very weights trained."""
     classes = blob_set["classes"]
     labelled = [prepare_volume(blob_set["tomograms"][0], blob_set["picks"], classes)]
-    trainer = Trainer(TrainConfig(steps=2, **TINY), classes, labelled, tmp_path)
+    trainer = Trainer(TrainConfig(steps=2, average_last=0, **TINY), classes, labelled, tmp_path)
     trainer.run()
     convs = [p for p in trainer.student.parameters() if p.dim() == 5]
     assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in convs)
@@ -226,7 +226,8 @@ def test_cotraining_without_unlabelled_falls_back_with_a_message(blob_set, tmp_p
                           tmp_path)
     assert "no unlabelled tomograms" in caplog.text
     assert trainer.total_steps == 2
-    assert trainer.run().steps_done == 2 and trainer.teacher is None
+    assert trainer.run().steps_done == 2 and not trainer.cotrains
+    assert load_card(tmp_path).history.get("saved_model") != "teacher"
 
 
 def test_cotraining_saves_the_ema_teacher(blob_set, tmp_path):

@@ -74,5 +74,6 @@ def test_copick_cli_lists_and_runs_our_commands(copick_cli, project, tmp_path): 
     assert figures["mean_f1"]["0.5"] == pytest.approx(1.0)
     assert figures["experiments"] == ["TS_1", "TS_2"]
 
-    missing = copick_cli("evaluation", "semietpicker", "-c", config, "--truth-user", "nobody")
-    assert missing.exit_code != 0 and "no picks of user 'semietpicker'" in missing.output
+    missing = copick_cli("evaluation", "semietpicker", "-c", config, "--pred-user", "nobody",
+                         "--truth-user", "curation")
+    assert missing.exit_code != 0 and "no picks of user 'nobody'" in missing.output

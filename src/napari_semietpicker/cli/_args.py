@@ -41,6 +41,7 @@ def _float_where(ok: Callable[[float], bool], rule: str) -> Callable[[str], floa
 
 _fraction = _float_where(lambda v: 0.0 <= v < 1.0, "in [0, 1)")  # a window overlap
 _positive_float = _float_where(lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+_share = _float_where(lambda v: 0.0 <= v <= 1.0, "in [0, 1]")  # a part of a whole
 
 
 def _error_text(err: BaseException) -> str:

@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from ._args import _add_source_options, _int_at_least, _positive_float, _sources, log
+from ._args import _add_source_options, _int_at_least, _positive_float, _share, _sources, log
 
 MODES = {  # ablation switches of the paper's Table 3
     "supervised": dict(cotrain=False),
@@ -59,6 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--unlabeled-weight", type=float, default=1.0, help="w of the consistency loss")
     p.add_argument("--unlabeled-rampup", type=_int_at_least(0), default=None,
                    help="co-training steps over which w ramps up from ~0 (default 100; 0: none)")
+    p.add_argument("--average-last", type=_share, default=None,
+                   help="supervised training: also average the weights over this last part "
+                        "of the steps and save the average if it scores higher on the "
+                        "labelled tomograms (default 1/3; 0: off)")
     p.add_argument("--no-auto-thresholds", dest="auto_thresholds", action="store_false",
                    help="keep the model's thresholds instead of choosing per-class ones on the "
                         "labelled tomograms after training")
@@ -117,6 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **{name: value for name, value in (("ema_alpha", args.ema_alpha),
                                            ("ema_schedule", args.ema_schedule),
                                            ("pseudo_labels", args.pseudo_labels),
+                                           ("average_last", args.average_last),
                                            ("unlabelled_rampup", args.unlabeled_rampup))
            if value is not None},  # unset: TrainConfig's defaults
         lr=_learning_rate(args))

@@ -26,6 +26,12 @@ class TrainConfig:
     train longer), so a run stopped and continued with the same settings ends where an
     uninterrupted one would. Once co-training has begun its start is fixed: a continued run
     keeps it, and its EMA teacher.
+
+    A supervised run (no unlabelled tomograms) also keeps the running average of its
+    weights over the last ``average_last`` of its steps, as co-training's teacher does, and
+    saves the average or the last weights, whichever scores higher on the labelled
+    tomograms when training completes (it needs ``auto_thresholds`` and a fully labelled
+    tomogram; ``average_last = 0`` turns it off).
     """
 
     steps: int = 2000
@@ -43,6 +49,7 @@ class TrainConfig:
     lam: float = 4.0
     ema_alpha: float = 0.01  # the smallest rate of the ramp (see semi.ema_rate)
     ema_schedule: str = "ramp"
+    average_last: float = 1 / 3  # supervised runs: the fraction of steps weights are averaged
     unlabelled_weight: float = 1.0  # 0: the EMA teacher without pseudo-labels (a weight average)
     unlabelled_rampup: int = 100  # co-training steps to ramp the consistency weight up
     pseudo_labels: str = "soft"  # or "peaks" (see semi.PSEUDO_LABELS)

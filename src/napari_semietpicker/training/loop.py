@@ -60,8 +60,9 @@ log = logging.getLogger(__name__)
 #: Independent random streams of one step (their order here is part of the seeds).
 STREAMS = ("labelled", "unlabelled", "strong", "statistics")
 
-#: Crops of the labelled tomograms on which a co-trained teacher's BatchNorm statistics
-#: are recomputed when training ends (see semi.recompute_batchnorm_statistics).
+#: Crops of the labelled tomograms on which the weight average's (co-training's teacher's)
+#: BatchNorm statistics are recomputed when training ends (see
+#: semi.recompute_batchnorm_statistics).
 STATISTICS_CROPS = 200
 
 
@@ -128,6 +129,11 @@ class Trainer:
     its own crops (the rank is part of every step's seed), gradients are averaged, the EMA
     teacher is updated identically on every rank, and rank 0 alone writes the model
     directory.
+
+    The teacher is a running average of the student's weights. A supervised run keeps one
+    too, over its last ``config.average_last`` steps (no pseudo-labels: a weight average,
+    what most of co-training's gain on the czii-20A benchmark came from), and saves it if
+    it scores higher on the labelled tomograms than the last weights.
     """
 
     def __init__(self, config: TrainConfig, classes: Sequence[ParticleClass],
@@ -155,6 +161,9 @@ class Trainer:
         if config.pseudo_labels not in PSEUDO_LABELS:
             raise ValueError(f"pseudo-labels must be one of {', '.join(PSEUDO_LABELS)}, "
                              f"got {config.pseudo_labels!r}")
+        if not 0.0 <= config.average_last <= 1.0:
+            raise ValueError(f"the averaged fraction of training must be in [0, 1], got "
+                             f"{config.average_last}")
         if config.checkpoint_every < 1:
             raise ValueError(f"checkpoint interval must be >= 1 step, got "
                              f"{config.checkpoint_every}")
@@ -176,10 +185,17 @@ class Trainer:
         self.unlabelled = CropSampler(unlabelled, crop_shape, (), model_config.output_stride,
                                       0.0) if unlabelled else None
         self.student = channels_last(build_model(model_config).to(self.device))
+        #: The running average of the student's weights: co-training's EMA teacher, or a
+        #: supervised run's average over its last steps (``average_name`` in the card).
         self.teacher: AsymmetricUNet3D | None = None
-        #: Which model the directory saves once co-training runs: the teacher, unless the
-        #: student scored higher on the labelled tomograms when training completed.
-        self.saved_model = "teacher"
+        self.cotrains = bool(unlabelled) and config.cotrain_steps > 0
+        self.average_name = "teacher" if self.cotrains else "average"
+        #: The step from which the teacher averages the student (None: no average).
+        self.average_from = config.steps if self.cotrains else self._supervised_average_from()
+        #: Which model the directory saves: the teacher once co-training runs, else the
+        #: student, unless the other scored higher on the labelled tomograms when training
+        #: completed.
+        self.saved_model = self.average_name if self.cotrains else "student"
         self.pseudo_thresholds: np.ndarray | None = None  # per class, for "peaks" labels
         self.pseudo_kernels: list[int] = []  # the NMS kernel per class, for "peaks" labels
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=config.lr)
@@ -202,6 +218,16 @@ class Trainer:
             self._init_from(Path(init_from))
         if resume:
             self._resume()
+
+    def _supervised_average_from(self) -> int | None:
+        """A supervised run's first averaged step: the start of its last
+        ``average_last``; None if off, or if no fully labelled tomogram (or no threshold
+        choice) could tell whether the average or the last weights score higher."""
+        config = self.config
+        if config.average_last == 0 or not config.auto_thresholds or \
+                all(v.partial for v in self.labelled_volumes):
+            return None
+        return min(round(self.total_steps * (1.0 - config.average_last)), self.total_steps - 1)
 
     def _init_from(self, model_dir: Path) -> None:
         model, card = load_model(model_dir)
@@ -244,6 +270,8 @@ class Trainer:
                 "pseudo_label_thresholds"]
         if saved.history.get("unlabelled") and burn_in is not None and self.step > burn_in:
             self._keep_cotraining(int(burn_in), state.get("teacher"))
+        elif self.average_from is not None:
+            self._keep_averaging(saved.history.get("average_from_step"), state.get("teacher"))
         if self.step >= self.total_steps:
             raise ValueError(f"{self.out_dir}: the model has trained {self.step} steps, as many "
                              f"as asked ({self.total_steps}; burn-in and co-training steps count "
@@ -261,19 +289,35 @@ class Trainer:
             log.warning("%s: co-training began at step %d; continuing keeps that burn-in "
                         "(not %d steps)", self.out_dir, burn_in, self.config.steps)
             self.total_steps += burn_in - self.config.steps
-            self.config.steps = burn_in
+            self.config.steps = self.average_from = burn_in
             self.card.history["train_config"] = asdict(self.config)
         teacher = channels_last(load_model(self.out_dir, self.device)[0])
         if teacher_state is not None:
             teacher.load_state_dict(teacher_state)
         self._start_teacher(teacher)
 
+    def _keep_averaging(self, began: int | None, average_state: dict | None) -> None:
+        """Continue a supervised run's weight average where it had begun (at step
+        ``began``, kept in the card) from ``average_state``; one that had not begun starts
+        at this run's ``average_from``. Without a kept average it starts from the student."""
+        assert self.average_from is not None
+        if began is not None and self.step > began:
+            self.average_from = int(began)
+        if self.step > self.average_from:
+            average = copy.deepcopy(self.student)
+            if average_state is not None:
+                average.load_state_dict(average_state)
+            self._start_teacher(average)
+
     def _start_teacher(self, teacher: AsymmetricUNet3D) -> None:
-        """Freeze ``teacher`` as the EMA teacher; fix the thresholds of peak pseudo-labels."""
+        """Freeze ``teacher`` as the weight average (co-training's EMA teacher); fix the
+        thresholds of peak pseudo-labels; note where a supervised average began."""
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        if self.config.pseudo_labels == "peaks":
+        if not self.cotrains:
+            self.card.history["average_from_step"] = self.average_from
+        elif self.config.pseudo_labels == "peaks":
             self.pseudo_thresholds = self._pseudo_label_thresholds()
             self.pseudo_kernels = nms_kernels(self.classes, self.voxel_size,
                                               self.card.model.output_stride)
@@ -296,7 +340,7 @@ class Trainer:
         return np.array([float(kept[c.name]) for c in self.classes])
 
     def save(self) -> None:
-        """Write the prediction model (teacher once co-training runs) and the resume state.
+        """Write the prediction model (see ``saved_model``) and the resume state.
 
         Collective under torchrun (buffers are synchronised first); only rank 0 writes.
         """
@@ -312,7 +356,8 @@ class Trainer:
         saved = self.student
         if self.teacher is not None:
             state["teacher"] = self.teacher.state_dict()
-            saved = self.teacher if self.saved_model == "teacher" else self.student
+            if self.saved_model != "student":
+                saved = self.teacher
         save_model(self.out_dir, saved, self.card, trainer_state=state)
 
     # -- one step ----------------------------------------------------------------------
@@ -369,7 +414,7 @@ class Trainer:
 
         loss = self._loss_on_every_rank(labelled_loss)
         loss_u = None
-        if self.teacher is not None and self.config.unlabelled_weight:
+        if self._cotraining(self.step) and self.config.unlabelled_weight:
             weak, strong = batch.weak, batch.strong
             assert weak is not None and strong is not None  # co-training batches have both
             loss_u = self._loss_on_every_rank(lambda: self._unlabelled_loss(weak, strong))
@@ -389,8 +434,9 @@ class Trainer:
             raise
         self.optimizer.step()
         if self.teacher is not None:
+            assert self.average_from is not None  # the teacher began there
             ema_update(self.teacher, self.student, ema_rate(
-                self.step - self.config.steps, self.config.ema_alpha, self.config.ema_schedule))
+                self.step - self.average_from, self.config.ema_alpha, self.config.ema_schedule))
         return loss.item(), None if loss_u is None else loss_u.item()
 
     def _loss_on_every_rank(self, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -453,7 +499,8 @@ class Trainer:
                 if dist.any_rank(should_stop is not None and should_stop(), self.device):
                     reason = "stopped"
                     break
-                if self._cotraining(self.step) and self.teacher is None:
+                if self.teacher is None and self.average_from is not None and \
+                        self.step >= self.average_from:
                     self._start_teacher(copy.deepcopy(self.student))
                 try:
                     loss, loss_u = self._train_step(batches.get(self.step))
@@ -471,7 +518,7 @@ class Trainer:
         finally:
             batches.close()
             self.data_wait_s += batches.waited_s
-        if self.teacher is not None and reason == "done":  # (a stopped run's teacher keeps
+        if self.teacher is not None and reason == "done":  # (a stopped run's average keeps
             # its EMA statistics, so that continuing it ends where an uninterrupted run would)
             recompute_batchnorm_statistics(self.teacher, self.statistics_batches())
         if self.config.auto_thresholds and reason == "done" and dist.is_main():
@@ -493,17 +540,18 @@ class Trainer:
         """Per-class thresholds of the prediction model, chosen on the labelled volumes
         (cross-validated between them) and kept in the model card for prediction.
 
-        After co-training, the teacher and the student both get thresholds, and the one
-        whose picks of the labelled volumes score higher (class-weighted F-beta at its
-        thresholds; the teacher on a tie) is the model saved: on the czii-20A benchmark the
-        student was ahead on the test tomograms after 100 co-training steps (3 seeds of 3)
-        and in 2 of 4 seeds after 1000."""
+        Where a weight average was kept (co-training's teacher, a supervised run's
+        average), it and the student both get thresholds, and the one whose picks of the
+        labelled volumes score higher (class-weighted F-beta at its thresholds; the average
+        on a tie) is the model saved: on the czii-20A benchmark the co-trained student was
+        ahead on the test tomograms after 100 co-training steps (3 seeds of 3) and in 2 of 4
+        seeds after 1000."""
         complete = [v for v in self.labelled_volumes if not v.partial]  # all picks known
         if not complete:
             log.info("no fully labelled tomogram: thresholds left as they were")
             return
         models = {"model": self.student} if self.teacher is None else \
-            {"teacher": self.teacher, "student": self.student}
+            {self.average_name: self.teacher, "student": self.student}
         chosen = {name: thresholds_and_labelled_score(model, self.card, complete, self.device,
                                                       self.config.threshold_beta)
                   for name, model in models.items()}
@@ -513,9 +561,11 @@ class Trainer:
         if self.teacher is not None:
             self.saved_model = best
             scores = {name: round(score, 4) for name, (_, score) in chosen.items()}
-            self.card.history.update(saved_model=best, labelled_scores=scores)
-            log.info("saved model: the %s (labelled tomograms' F-beta: teacher %.3f, "
-                     "student %.3f)", best, scores["teacher"], scores["student"])
+            self.card.history.update(
+                saved_model=best, labelled_scores=scores,
+                labelled_thresholds={name: thresholds for name, (thresholds, _) in chosen.items()})
+            log.info("saved model: the %s (labelled tomograms' F-beta: %s)", best,
+                     ", ".join(f"{name} {score:.3f}" for name, score in scores.items()))
         log.info("thresholds chosen on the labelled tomograms: %s", ", ".join(
             f"{name} {value:.2f}" for name, value in self.card.thresholds.items()))
 
@@ -532,7 +582,7 @@ class Trainer:
             rate = elapsed / (self.step - first_step)
             on_progress(TrainProgress(
                 self.step, self.total_steps,
-                "co-training" if self.teacher is not None else "burn-in", loss, loss_u,
+                "co-training" if self._cotraining(self.step - 1) else "burn-in", loss, loss_u,
                 elapsed, rate * (self.total_steps - self.step)))
         if self.step % self.config.checkpoint_every == 0:
             self.save()
