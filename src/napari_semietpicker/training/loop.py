@@ -270,7 +270,7 @@ class Trainer:
                 "pseudo_label_thresholds"]
         if saved.history.get("unlabelled") and burn_in is not None and self.step > burn_in:
             self._keep_cotraining(int(burn_in), state.get("teacher"))
-        elif self.average_from is not None:
+        elif not self.cotrains and self.average_from is not None:
             self._keep_averaging(saved.history.get("average_from_step"), state.get("teacher"))
         if self.step >= self.total_steps:
             raise ValueError(f"{self.out_dir}: the model has trained {self.step} steps, as many "
