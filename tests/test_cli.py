@@ -153,6 +153,33 @@ def test_train_average_last_reaches_the_trainer_and_must_be_a_share(simulated, t
     assert exit_.value.code == 2 and "must be in [0, 1], got 1.5" in capsys.readouterr().err
 
 
+def test_train_lam_weights_the_loss_and_must_be_positive(simulated, tmp_path, capsys,
+                                                         monkeypatch):
+    """``--lam`` is the background weight the training loss is computed with; the default
+    is ``TrainConfig.lam`` (64, not the paper's 4)."""
+    from napari_semietpicker.model.losses import reweighted_mse
+    from napari_semietpicker.training import loop
+
+    weights: list[float] = []
+
+    def recording(pred, target, lam=4.0):
+        weights.append(lam)
+        return reweighted_mse(pred, target, lam)
+
+    monkeypatch.setattr(loop, "reweighted_mse", recording)
+    tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
+    base = ["-q", "train", "--tomograms", tomograms[0], "--picks", str(simulated / "picks.csv"),
+            "--preset", "tiny", "--crop", "64", "--steps", "2", "--no-auto-thresholds"]
+    assert main([*base, "--out", str(tmp_path / "m"), "--lam", "16"]) == 0
+    assert weights == [16.0, 16.0]
+    assert load_card(tmp_path / "m").history["train_config"]["lam"] == 16.0
+    assert main([*base, "--out", str(tmp_path / "d")]) == 0
+    assert weights[2:] == [64.0, 64.0]
+    with pytest.raises(SystemExit) as exit_:
+        main([*base, "--out", str(tmp_path / "n"), "--lam", "0"])
+    assert exit_.value.code == 2 and "a finite number > 0" in capsys.readouterr().err
+
+
 def test_fine_tune_with_reviewed_picks_reads_negatives(simulated, tmp_path, monkeypatch):
     """``train --picks`` with a role column: rejected rows reach the sampler as negatives."""
     from napari_semietpicker import pipeline

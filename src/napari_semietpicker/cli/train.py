@@ -59,6 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--unlabeled-weight", type=float, default=1.0, help="w of the consistency loss")
     p.add_argument("--unlabeled-rampup", type=_int_at_least(0), default=None,
                    help="co-training steps over which w ramps up from ~0 (default 100; 0: none)")
+    p.add_argument("--lam", type=_positive_float, default=None,
+                   help="the heatmap loss's weight on background voxels, that is on hard "
+                        "negatives (the paper's lambda; default 64, the paper's 4)")
     p.add_argument("--average-last", type=_share, default=None,
                    help="supervised training: also average the weights over this last part "
                         "of the steps and save the average if it scores higher on the "
@@ -122,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                            ("ema_schedule", args.ema_schedule),
                                            ("pseudo_labels", args.pseudo_labels),
                                            ("average_last", args.average_last),
+                                           ("lam", args.lam),
                                            ("unlabelled_rampup", args.unlabeled_rampup))
            if value is not None},  # unset: TrainConfig's defaults
         lr=_learning_rate(args))
