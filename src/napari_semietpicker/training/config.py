@@ -13,8 +13,10 @@ from ..model.checkpoint import ModelCard
 #: The loss's weight on background voxels (the paper's lambda, 4 there; "a larger lambda
 #: improves performance", its section 2.2). Most background voxels are easy, so it is the
 #: weight on hard negatives: distractors and other classes' particles, where the weak
-#: classes' false picks are. czii-20A, 2000 supervised steps, seed 0: lambda 4 / 16 / 64
-#: gave CZII 0.793 / 0.806 / 0.838, mean F1 0.522 / 0.577 / 0.598 (README, picking quality).
+#: classes' false picks are. czii-20A, 2000 supervised steps: lambda 4 / 16 / 64 / 256 gave
+#: CZII 0.793 / 0.806 / 0.838 / 0.696, mean F1 0.522 / 0.577 / 0.598 / 0.477 (seed 0);
+#: lambda 4 / 64 gave 0.780 / 0.783 and 0.525 / 0.555 (seed 1); in
+#: benchmarks/results/quality-czii-20A-cpu.txt, session 11.
 BACKGROUND_WEIGHT = 64.0
 
 #: Fine-tuning's default learning rate, a tenth of training's: a fine-tune of a few hundred
