@@ -156,7 +156,7 @@ def test_train_average_last_reaches_the_trainer_and_must_be_a_share(simulated, t
 def test_train_lam_weights_the_loss_and_must_be_positive(simulated, tmp_path, capsys,
                                                          monkeypatch):
     """``--lam`` is the background weight the training loss is computed with; the default
-    is ``TrainConfig.lam`` (64, not the paper's 4)."""
+    is ``TrainConfig.lam`` (the paper's 4)."""
     from napari_semietpicker.model.losses import reweighted_mse
     from napari_semietpicker.training import loop
 
@@ -174,7 +174,7 @@ def test_train_lam_weights_the_loss_and_must_be_positive(simulated, tmp_path, ca
     assert weights == [16.0, 16.0]
     assert load_card(tmp_path / "m").history["train_config"]["lam"] == 16.0
     assert main([*base, "--out", str(tmp_path / "d")]) == 0
-    assert weights[2:] == [64.0, 64.0]
+    assert weights[2:] == [4.0, 4.0]
     with pytest.raises(SystemExit) as exit_:
         main([*base, "--out", str(tmp_path / "n"), "--lam", "0"])
     assert exit_.value.code == 2 and "a finite number > 0" in capsys.readouterr().err

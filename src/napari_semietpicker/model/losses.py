@@ -12,7 +12,6 @@ def reweighted_mse(pred: torch.Tensor, target: torch.Tensor, lam: float = 4.0,
     Computed per class over batch and space (so rare classes are not drowned by
     frequent ones), then averaged over classes. ``pred`` and ``target`` are (B, C, ...).
     Target voxels that are NaN are unknown (partial labels) and count in neither sum.
-    ``lam`` is the paper's 4; training passes its own (``TrainConfig.lam``).
     """
     pred = pred.float()
     target = target.float()
