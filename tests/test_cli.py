@@ -153,10 +153,9 @@ def test_train_average_last_reaches_the_trainer_and_must_be_a_share(simulated, t
     assert exit_.value.code == 2 and "must be in [0, 1], got 1.5" in capsys.readouterr().err
 
 
-def test_train_lam_weights_the_loss_and_must_be_positive(simulated, tmp_path, capsys,
-                                                         monkeypatch):
-    """``--lam`` is the background weight the training loss is computed with; the default
-    is ``TrainConfig.lam`` (the paper's 4)."""
+@pytest.fixture
+def recorded_lams(monkeypatch) -> list[float]:
+    """The background weight of every training step's loss, in order."""
     from napari_semietpicker.model.losses import reweighted_mse
     from napari_semietpicker.training import loop
 
@@ -167,6 +166,14 @@ def test_train_lam_weights_the_loss_and_must_be_positive(simulated, tmp_path, ca
         return reweighted_mse(pred, target, lam)
 
     monkeypatch.setattr(loop, "reweighted_mse", recording)
+    return weights
+
+
+def test_train_lam_weights_the_loss_and_must_be_positive(simulated, tmp_path, capsys,
+                                                         recorded_lams):
+    """``--lam`` is the background weight the training loss is computed with; the default
+    is ``TrainConfig.lam`` (the paper's 4)."""
+    weights = recorded_lams
     tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
     base = ["-q", "train", "--tomograms", tomograms[0], "--picks", str(simulated / "picks.csv"),
             "--preset", "tiny", "--crop", "64", "--steps", "2", "--no-auto-thresholds"]
@@ -178,6 +185,23 @@ def test_train_lam_weights_the_loss_and_must_be_positive(simulated, tmp_path, ca
     with pytest.raises(SystemExit) as exit_:
         main([*base, "--out", str(tmp_path / "n"), "--lam", "0"])
     assert exit_.value.code == 2 and "a finite number > 0" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_models_own_loss_settings(simulated, tmp_path, recorded_lams):
+    """``--resume`` continues the run it continues: settings left unset (lambda, the EMA
+    rate) are the model's own, not the defaults; a setting given is taken."""
+    weights = recorded_lams
+    tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
+    base = ["-q", "train", "--tomograms", tomograms[0], "--picks", str(simulated / "picks.csv"),
+            "--preset", "tiny", "--crop", "64", "--no-auto-thresholds", "--cotrain-steps", "0",
+            "--out", str(tmp_path / "m")]
+    assert main([*base, "--steps", "2", "--lam", "16", "--ema-alpha", "0.05"]) == 0
+    assert main([*base, "--steps", "4", "--resume"]) == 0
+    assert weights == [16.0] * 4
+    trained_with = load_card(tmp_path / "m").history["train_config"]
+    assert (trained_with["lam"], trained_with["ema_alpha"]) == (16.0, 0.05)
+    assert main([*base, "--steps", "5", "--resume", "--lam", "8"]) == 0
+    assert weights[4:] == [8.0]
 
 
 def test_fine_tune_with_reviewed_picks_reads_negatives(simulated, tmp_path, monkeypatch):

@@ -153,3 +153,18 @@ def test_continuing_with_the_steps_already_done_says_so(pair, tmp_path):
     prepare_resume(again)
     with pytest.raises(ValueError, match=f"has trained {STEPS} steps, as many as asked"):
         run_job(again, lambda p: None, lambda: False)
+
+
+def test_continuing_in_the_dock_keeps_the_models_loss_settings(pair, tmp_path):
+    """The dock shows no lambda or EMA rate: a continued model keeps those it was trained
+    with (here by the CLI), and a learning rate the user changed in the dock is taken."""
+    first = _job(pair, tmp_path / "m")
+    first.config.cotrain_steps = 0
+    first.config.lam = 32.0
+    run_job(first, lambda p: None, lambda: False)
+    again = _job(pair, tmp_path / "m")
+    again.config = TrainConfig(steps=STEPS + 1, preset="tiny", crop=32, device="cpu", lr=3e-3,
+                               auto_thresholds=False)
+    prepare_resume(again)
+    assert (again.config.lam, again.config.ema_alpha, again.config.lr) == (32.0, 0.2, 3e-3)
+    assert run_job(again, lambda p: None, lambda: False).steps_done == STEPS + 1

@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -20,7 +21,15 @@ from ..geometry import same_voxel_size
 from ..io.tomogram import Tomogram
 from ..model.checkpoint import CONFIG, TRAINER_STATE, WEIGHTS, ModelCard, load_card
 from ..pipeline import TrainingSet, train
-from ..training.config import FINE_TUNE_LR, TrainConfig, TrainProgress, TrainResult, learning_rate
+from ..training.config import (
+    CONTINUED_SETTINGS,
+    FINE_TUNE_LR,
+    TrainConfig,
+    TrainProgress,
+    TrainResult,
+    learning_rate,
+    setting,
+)
 
 
 @dataclass
@@ -81,9 +90,11 @@ def _adopt_model(job: TrainJob, model_dir: Path) -> ModelCard:
     return card
 
 
-def _chosen_lr(job: TrainJob) -> float | None:
-    """The dock's learning rate if the user changed it, None if it is left at the default."""
-    return None if job.config.lr == TrainConfig.lr else job.config.lr
+def _chosen(job: TrainJob, name: str) -> Any:
+    """The job's setting ``name`` if the user changed it, None if it is left at
+    ``TrainConfig``'s default."""
+    value = getattr(job.config, name)
+    return None if value == getattr(TrainConfig, name) else value
 
 
 def prepare_resume(job: TrainJob) -> None:
@@ -93,7 +104,8 @@ def prepare_resume(job: TrainJob) -> None:
                          "continue from: untick 'continue' to train a new model.")
     card = _adopt_model(job, job.out_dir)
     job.resume = True
-    job.config.lr = learning_rate(_chosen_lr(job), continued=card)
+    for name in CONTINUED_SETTINGS:  # the model's own, where the dock is left at the default
+        setattr(job.config, name, setting(name, _chosen(job, name), card))
     job.notes.append(f"continuing from step {int(card.history.get('steps_done', 0))}")
 
 
@@ -108,7 +120,7 @@ def prepare_fine_tune(job: TrainJob, model_dir: Path) -> None:
     _adopt_model(job, model_dir)
     job.init_from = model_dir
     job.notes.append(f"fine-tuning {model_dir.name}")
-    chosen = _chosen_lr(job)
+    chosen = _chosen(job, "lr")
     job.config.lr = learning_rate(chosen, fine_tune=True)
     if chosen is None:
         job.notes.append(f"learning rate {FINE_TUNE_LR:g} (fine-tuning's default)")

@@ -56,7 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--pseudo-labels", choices=["soft", "peaks"], default=None,
                    help="soft (default): the teacher's averaged heatmaps (the paper); peaks: "
                         "its confident peaks redrawn as label Gaussians, unsure ones left out")
-    p.add_argument("--unlabeled-weight", type=float, default=1.0, help="w of the consistency loss")
+    p.add_argument("--unlabeled-weight", type=float, default=None,
+                   help="w of the consistency loss (default 1; 0: the EMA teacher without "
+                        "pseudo-labels)")
     p.add_argument("--unlabeled-rampup", type=_int_at_least(0), default=None,
                    help="co-training steps over which w ramps up from ~0 (default 100; 0: none)")
     p.add_argument("--lam", type=_positive_float, default=None,
@@ -73,7 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--checkpoint-every", type=_int_at_least(1), default=200)
     p.add_argument("--seed", type=int, default=0)
     _add_source_options(p)
-    p.add_argument("--resume", action="store_true", help="continue from the model directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the model directory, with the model's own loss and "
+                        "optimiser settings where they are not given")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a model already in --out (default: refuse)")
     p.add_argument("--init-from", default=None,
@@ -85,9 +89,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..classes import load_classes
-    from ..model.checkpoint import model_exists
+    from ..model.checkpoint import load_card, model_exists
     from ..pipeline import TrainingSet, train
-    from ..training.config import TrainConfig, default_crop
+    from ..training.config import TrainConfig, default_crop, learning_rate, setting
 
     if model_exists(args.out) and not (args.overwrite or args.resume):
         raise ValueError(f"{args.out}: already holds a model; pass --resume to continue it or "
@@ -112,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     training_set = TrainingSet.build(labelled, picks, classes, unlabelled, level=args.level,
                                      voxel_size=args.voxel_size)
     mode = MODES[args.mode]
+    continued = load_card(args.out) if args.resume and model_exists(args.out) else None
     cotrain_steps = args.cotrain_steps if mode["cotrain"] else 0
     if cotrain_steps and not unlabelled:
         log.warning("no --unlabeled tomograms: training supervised only")
@@ -119,17 +124,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps=args.steps, cotrain_steps=cotrain_steps, batch_size=args.batch_size,
         crop=args.crop or default_crop(args.device), preset=args.preset, seed=args.seed,
         device=args.device, checkpoint_every=args.checkpoint_every,
-        unlabelled_weight=args.unlabeled_weight,
         multi_view=mode.get("multi_view", True), dropblock=mode.get("dropblock", True),
         auto_thresholds=args.auto_thresholds,
-        **{name: value for name, value in (("ema_alpha", args.ema_alpha),
-                                           ("ema_schedule", args.ema_schedule),
-                                           ("pseudo_labels", args.pseudo_labels),
-                                           ("average_last", args.average_last),
-                                           ("lam", args.lam),
-                                           ("unlabelled_rampup", args.unlabeled_rampup))
-           if value is not None},  # unset: TrainConfig's defaults
-        lr=_learning_rate(args))
+        # unset: a continued model's own, else TrainConfig's default (training.config.setting)
+        **{name: setting(name, value, continued) for name, value in (
+            ("ema_alpha", args.ema_alpha), ("ema_schedule", args.ema_schedule),
+            ("pseudo_labels", args.pseudo_labels), ("average_last", args.average_last),
+            ("lam", args.lam), ("unlabelled_weight", args.unlabeled_weight),
+            ("unlabelled_rampup", args.unlabeled_rampup))},
+        lr=learning_rate(args.lr, fine_tune=bool(args.init_from), continued=continued))
     interrupted: list[bool] = []
 
     def on_sigint(signum, frame):  # first Ctrl-C: finish the step, save, stop
@@ -166,11 +169,3 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-
-def _learning_rate(args: argparse.Namespace) -> float:
-    """``--lr``, else the default for a new, fine-tuned or continued model."""
-    from ..model.checkpoint import load_card, model_exists
-    from ..training.config import learning_rate
-
-    continued = load_card(args.out) if args.resume and model_exists(args.out) else None
-    return learning_rate(args.lr, fine_tune=bool(args.init_from), continued=continued)

@@ -5,6 +5,7 @@ trainer, the CLI and the Training dock."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..compute import resolve_device
 from ..metrics import CZII_BETA
@@ -82,18 +83,32 @@ def default_crop(device: str) -> int:
     return CPU_CROP if resolve_device(device).type == "cpu" else TrainConfig.crop
 
 
+#: The settings a continued model keeps from its card's ``train_config`` unless the user
+#: sets them: the loss's and the optimiser's, which make the continued run the same run.
+CONTINUED_SETTINGS = ("lr", "lam", "ema_alpha", "ema_schedule", "pseudo_labels",
+                      "unlabelled_weight", "unlabelled_rampup", "average_last")
+
+
+def setting(name: str, chosen: Any, continued: ModelCard | None = None) -> Any:
+    """The value of the training setting ``name``: ``chosen`` if the user set one (not
+    None); else, for a :data:`CONTINUED_SETTINGS` one, the value a ``continued`` model was
+    trained with (its card's ``train_config``); else ``TrainConfig``'s default."""
+    if chosen is not None:
+        return chosen
+    trained_with = continued.history.get("train_config", {}) if continued is not None else {}
+    if name in CONTINUED_SETTINGS and name in trained_with:
+        return trained_with[name]
+    return getattr(TrainConfig, name)
+
+
 def learning_rate(chosen: float | None, fine_tune: bool = False,
                   continued: ModelCard | None = None) -> float:
     """The rate to train at: ``chosen`` if the user set one; else fine-tuning's
-    (:data:`FINE_TUNE_LR`), the rate a ``continued`` model was trained with (its card's
-    ``train_config``), or training's default."""
-    if chosen is not None:
-        return float(chosen)
-    if fine_tune:
+    (:data:`FINE_TUNE_LR`), or as :func:`setting` says (a continued model's own rate, or
+    training's default)."""
+    if chosen is None and fine_tune:
         return FINE_TUNE_LR
-    if continued is not None:
-        return float(continued.history.get("train_config", {}).get("lr", TrainConfig.lr))
-    return TrainConfig.lr
+    return float(setting("lr", chosen, continued))
 
 
 @dataclass
