@@ -114,7 +114,9 @@ def parse_args() -> argparse.Namespace:
                    help="supervised: the fraction of steps its weights are averaged over "
                         "(0: no average; see TrainConfig)")
     p.add_argument("--lam", type=float, default=TrainConfig.lam,
-                   help="the loss's weight on background voxels (the paper's lambda)")
+                   help="the loss's weight on background voxels after --lam-warmup steps")
+    p.add_argument("--lam-warmup", type=int, default=TrainConfig.lam_warmup,
+                   help="steps at the paper's lambda (4) before --lam applies")
     p.add_argument("--balanced-classes", action="store_true",
                    help="positive crops centred on a class drawn uniformly, then its pick")
     return p.parse_args()
@@ -233,7 +235,8 @@ def main() -> None:
               f"device {device}; burn-in {args.burn_in} + co-training {args.cotrain} steps vs "
               f"{args.burn_in + args.cotrain} supervised, preset {args.preset}, crop "
               f"{args.crop}, batch {args.batch_size}, class-balanced crops "
-              f"{args.balanced_classes}, lambda {args.lam:g}, labels {args.labels}", flush=True)
+              f"{args.balanced_classes}, lambda {args.lam:g} from step {args.lam_warmup}, "
+              f"labels {args.labels}", flush=True)
         labelled_names, test_names = [t.name for t in labelled_t], [t.name for t in test_t]
         labels = picks
         if "template" in args.settings or args.labels == "template-matching":
@@ -263,7 +266,8 @@ def main() -> None:
             base = TrainConfig(steps=args.burn_in, cotrain_steps=args.cotrain,
                                preset=args.preset, crop=args.crop, batch_size=args.batch_size,
                                seed=seed, device=args.device, checkpoint_every=10**9,
-                               balanced_classes=args.balanced_classes, lam=args.lam)
+                               balanced_classes=args.balanced_classes, lam=args.lam,
+                               lam_warmup=args.lam_warmup)
             burn_dir = data / f"seed{seed}" / "burn-in"
             done = burn_done(burn_dir)  # with --reuse-data, a kept burn-in is gone on from
             reuse = args.reuse_data and done is not None and done <= args.burn_in

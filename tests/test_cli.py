@@ -169,22 +169,26 @@ def recorded_lams(monkeypatch) -> list[float]:
     return weights
 
 
-def test_train_lam_weights_the_loss_and_must_be_positive(simulated, tmp_path, capsys,
-                                                         recorded_lams):
-    """``--lam`` is the background weight the training loss is computed with; the default
-    is ``TrainConfig.lam`` (the paper's 4)."""
+def test_train_lam_weights_the_loss_after_its_warmup_and_must_be_positive(
+        simulated, tmp_path, capsys, recorded_lams):
+    """The training loss weighs background by the paper's 4 for ``--lam-warmup`` steps,
+    then by ``--lam``; by default a short run trains at 4 throughout (its warm-up is
+    ``TrainConfig.lam_warmup`` steps)."""
     weights = recorded_lams
     tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
     base = ["-q", "train", "--tomograms", tomograms[0], "--picks", str(simulated / "picks.csv"),
-            "--preset", "tiny", "--crop", "64", "--steps", "2", "--no-auto-thresholds"]
-    assert main([*base, "--out", str(tmp_path / "m"), "--lam", "16"]) == 0
-    assert weights == [16.0, 16.0]
-    assert load_card(tmp_path / "m").history["train_config"]["lam"] == 16.0
+            "--preset", "tiny", "--crop", "64", "--steps", "3", "--no-auto-thresholds"]
+    assert main([*base, "--out", str(tmp_path / "m"), "--lam", "16", "--lam-warmup", "1"]) == 0
+    assert weights == [4.0, 16.0, 16.0]
+    trained_with = load_card(tmp_path / "m").history["train_config"]
+    assert (trained_with["lam"], trained_with["lam_warmup"]) == (16.0, 1)
     assert main([*base, "--out", str(tmp_path / "d")]) == 0
-    assert weights[2:] == [4.0, 4.0]
-    with pytest.raises(SystemExit) as exit_:
-        main([*base, "--out", str(tmp_path / "n"), "--lam", "0"])
-    assert exit_.value.code == 2 and "a finite number > 0" in capsys.readouterr().err
+    assert weights[3:] == [4.0] * 3 and TrainConfig.lam_warmup > 3
+    assert load_card(tmp_path / "d").history["train_config"]["lam"] == TrainConfig.lam
+    for bad, says in (("--lam=0", "a finite number > 0"), ("--lam-warmup=-1", ">= 0")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*base, "--out", str(tmp_path / "n"), bad])
+        assert exit_.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_resume_keeps_the_models_own_loss_settings(simulated, tmp_path, recorded_lams):
@@ -195,11 +199,13 @@ def test_resume_keeps_the_models_own_loss_settings(simulated, tmp_path, recorded
     base = ["-q", "train", "--tomograms", tomograms[0], "--picks", str(simulated / "picks.csv"),
             "--preset", "tiny", "--crop", "64", "--no-auto-thresholds", "--cotrain-steps", "0",
             "--out", str(tmp_path / "m")]
-    assert main([*base, "--steps", "2", "--lam", "16", "--ema-alpha", "0.05"]) == 0
+    assert main([*base, "--steps", "2", "--lam", "16", "--lam-warmup", "0",
+                 "--ema-alpha", "0.05"]) == 0
     assert main([*base, "--steps", "4", "--resume"]) == 0
     assert weights == [16.0] * 4
     trained_with = load_card(tmp_path / "m").history["train_config"]
-    assert (trained_with["lam"], trained_with["ema_alpha"]) == (16.0, 0.05)
+    assert (trained_with["lam"], trained_with["lam_warmup"], trained_with["ema_alpha"]) == \
+        (16.0, 0, 0.05)
     assert main([*base, "--steps", "5", "--resume", "--lam", "8"]) == 0
     assert weights[4:] == [8.0]
 

@@ -160,11 +160,12 @@ def test_continuing_in_the_dock_keeps_the_models_loss_settings(pair, tmp_path):
     with (here by the CLI), and a learning rate the user changed in the dock is taken."""
     first = _job(pair, tmp_path / "m")
     first.config.cotrain_steps = 0
-    first.config.lam = 32.0
+    first.config.lam, first.config.lam_warmup = 32.0, 0
     run_job(first, lambda p: None, lambda: False)
     again = _job(pair, tmp_path / "m")
     again.config = TrainConfig(steps=STEPS + 1, preset="tiny", crop=32, device="cpu", lr=3e-3,
                                auto_thresholds=False)
     prepare_resume(again)
-    assert (again.config.lam, again.config.ema_alpha, again.config.lr) == (32.0, 0.2, 3e-3)
+    assert (again.config.lam, again.config.lam_warmup, again.config.ema_alpha,
+            again.config.lr) == (32.0, 0, 0.2, 3e-3)
     assert run_job(again, lambda p: None, lambda: False).steps_done == STEPS + 1

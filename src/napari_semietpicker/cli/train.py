@@ -63,8 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="co-training steps over which w ramps up from ~0 (default 100; 0: none)")
     p.add_argument("--lam", type=_positive_float, default=None,
                    help="the heatmap loss's weight on background voxels, that is on hard "
-                        "negatives (the paper's lambda, default 4; 64 scored higher on 2000-step "
-                        "runs, lower on a few hundred steps)")
+                        "negatives, after --lam-warmup steps (default 64; before them the "
+                        "paper's 4)")
+    p.add_argument("--lam-warmup", type=_int_at_least(0), default=None,
+                   help="steps trained with the paper's lambda of 4 before --lam applies "
+                        "(default 1000: a large weight early keeps the peaks from forming)")
     p.add_argument("--average-last", type=_share, default=None,
                    help="supervised training: also average the weights over this last part "
                         "of the steps and save the average if it scores higher on the "
@@ -130,7 +133,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         **{name: setting(name, value, continued) for name, value in (
             ("ema_alpha", args.ema_alpha), ("ema_schedule", args.ema_schedule),
             ("pseudo_labels", args.pseudo_labels), ("average_last", args.average_last),
-            ("lam", args.lam), ("unlabelled_weight", args.unlabeled_weight),
+            ("lam", args.lam), ("lam_warmup", args.lam_warmup),
+            ("unlabelled_weight", args.unlabeled_weight),
             ("unlabelled_rampup", args.unlabeled_rampup))},
         lr=learning_rate(args.lr, fine_tune=bool(args.init_from), continued=continued))
     interrupted: list[bool] = []

@@ -41,7 +41,7 @@ from ..model.network import (
 )
 from ..model.views import FLIP_VIEWS, predict_views
 from .augment import random_flip_rot, random_intensity, strong_augment
-from .config import TrainConfig, TrainProgress, TrainResult
+from .config import BACKGROUND_WEIGHT, TrainConfig, TrainProgress, TrainResult
 from .data import CropSampler, Volume, check_training_set, crop_shape_for
 from .prefetch import Prefetcher
 from .semi import (
@@ -387,6 +387,10 @@ class Trainer:
                                           config.drop_rate, config.dropblock)
         return batch.pin_memory() if self.device.type == "cuda" else batch
 
+    def _lam(self) -> float:
+        """The loss's background weight at this step (``TrainConfig.lam_warmup``)."""
+        return BACKGROUND_WEIGHT if self.step < self.config.lam_warmup else self.config.lam
+
     def _unlabelled_loss(self, weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
         views = FLIP_VIEWS if self.config.multi_view else ((),)
         assert self.teacher is not None  # only co-training steps come here
@@ -398,7 +402,7 @@ class Trainer:
             assert self.labelled.sigmas is not None  # a labelled sampler knows its classes
             pseudo = peak_pseudo_labels(pseudo, self.pseudo_kernels, self.labelled.sigmas,
                                         self.pseudo_thresholds)
-        return reweighted_mse(pred, pseudo, self.config.lam)
+        return reweighted_mse(pred, pseudo, self._lam())
 
     def _train_step(self, batch: StepBatch) -> tuple[float, float | None]:
         for group in self.optimizer.param_groups:
@@ -410,7 +414,7 @@ class Trainer:
             batch = batch.to(self.device)
             with self._autocast():
                 pred = self.forward_student(batch.image)
-            return reweighted_mse(pred, batch.target, self.config.lam)
+            return reweighted_mse(pred, batch.target, self._lam())
 
         loss = self._loss_on_every_rank(labelled_loss)
         loss_u = None
