@@ -25,7 +25,7 @@ def test_loss_is_averaged_per_class():
     assert reweighted_mse(pred, target).item() == pytest.approx(0.5, rel=1e-5)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "light"])
+@pytest.mark.parametrize("preset", ["tiny", "light", "medium"])
 def test_model_output_shape_and_range(preset):
     model = build_model(ModelConfig(n_classes=3, preset=preset)).eval()
     with torch.no_grad():

@@ -116,7 +116,8 @@ class TrainingWidget(QWidget):
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(NETWORK_PRESETS))
         self.preset_combo.setCurrentText("light")
-        self.preset_combo.setToolTip("tiny: tests; light: CPU; paper: ResNet-34 (GPU)")
+        self.preset_combo.setToolTip(
+            "tiny: tests; light: CPU; medium: long CPU runs; paper: ResNet-34 (GPU)")
         form.addRow("Network", self.preset_combo)
         self.burnin_spin = self._spin(1, 1_000_000, 2000, "supervised steps on the labels, "
                                       "counted from the model's first step (continuing "

@@ -38,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="burn-in (supervised) steps")
     p.add_argument("--cotrain-steps", type=_int_at_least(0), default=2000,
                    help="co-training steps")
-    p.add_argument("--preset", default="light", help="network preset: light (CPU), paper (GPU)")
+    p.add_argument("--preset", default="light",
+                   help="network preset: light (CPU), medium (long CPU runs), paper (GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=_int_at_least(1), default=2)
     p.add_argument("--crop", type=_int_at_least(32), default=None,

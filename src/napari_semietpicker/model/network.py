@@ -28,6 +28,12 @@ NETWORK_PRESETS: dict[str, dict] = {
     # Few channels at fine strides, where 3D convolutions cost most: for CPUs.
     "light": dict(stem_channels=(8, 16, 16), encoder_channels=(24, 48, 96, 128),
                   encoder_depths=(1, 2, 2, 1), decoder_channels=(96, 48, 24, 16)),
+    # light's stem and decoder, a wider, deeper encoder (where channels are cheap): for CPU
+    # runs of thousands of steps. czii-20A, 2000 supervised steps: CZII 0.837 / 0.826
+    # against light's 0.803 / 0.781 (seeds 2-3) at 1.2-1.5x light's step time; light at 3000
+    # steps, about the same time, 0.794 (seed 2). benchmarks/results, session 13.
+    "medium": dict(stem_channels=(8, 16, 16), encoder_channels=(32, 64, 128, 192),
+                   encoder_depths=(2, 2, 2, 2), decoder_channels=(128, 64, 32, 16)),
     # For tests: tiny and quick.
     "tiny": dict(stem_channels=(4, 8, 8), encoder_channels=(8, 16, 16, 16),
                  encoder_depths=(1, 1, 1, 1), decoder_channels=(16, 16, 8, 8)),
