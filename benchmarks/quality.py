@@ -49,6 +49,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -63,7 +64,7 @@ from napari_semietpicker.io.picks import read_picks_csv
 from napari_semietpicker.model.checkpoint import load_card, load_trainer_state, save_model
 from napari_semietpicker.pipeline import open_tomogram
 from napari_semietpicker.simulate import simulate_dataset
-from napari_semietpicker.training.config import TrainConfig
+from napari_semietpicker.training.config import TrainConfig, TrainProgress
 from napari_semietpicker.training.data import prepare_volume
 from napari_semietpicker.training.loop import Trainer
 from napari_semietpicker.training.semi import PSEUDO_LABELS
@@ -171,6 +172,16 @@ def label_free_picks(candidates: pd.DataFrame, names) -> pd.DataFrame:
     return rows[rows["score"] >= rows["noise_threshold"]].reset_index(drop=True)
 
 
+def print_progress(seed: int, every: int = 500) -> Callable[[TrainProgress], None]:
+    """A progress report every ``every`` steps (hour-long runs otherwise print nothing)."""
+    def report(progress: TrainProgress) -> None:
+        if progress.step % every == 0:
+            print(f"  seed {seed} {progress.phase} step {progress.step}/{progress.total_steps}: "
+                  f"loss {progress.loss:.4f}, {progress.elapsed_s:.0f} s, "
+                  f"{progress.eta_s:.0f} s to go", flush=True)
+    return report
+
+
 def burn_done(burn_dir: Path) -> int | None:
     """Steps a burn-in kept in ``burn_dir`` has trained (None: there is none)."""
     state = load_trainer_state(burn_dir)
@@ -273,7 +284,8 @@ def main() -> None:
             reuse = args.reuse_data and done is not None and done <= args.burn_in
             burn = Trainer(base, classes, labelled, burn_dir, unlabelled, resume=reuse)
             t = time.perf_counter()
-            burn.run(should_stop=lambda burn=burn: burn.step >= args.burn_in)
+            burn.run(print_progress(seed),
+                     should_stop=lambda burn=burn: burn.step >= args.burn_in)
             print(f"  seed {seed} burn-in of {args.burn_in} steps: "
                   f"{time.perf_counter() - t:.0f} s{' (reused)' if reuse else ''}", flush=True)
             runs = [(s, p) for s in learned
@@ -292,13 +304,13 @@ def main() -> None:
                                             "cotrain_steps": 0,
                                             "average_last": args.average_last})
                     trainer = Trainer(config, classes, labelled, run_dir, resume=True)
-                    trainer.run()
+                    trainer.run(print_progress(seed))
                 elif setting == "SemiETPicker":
                     config = TrainConfig(**{**vars(base), "pseudo_labels": pseudo,
                                             "unlabelled_weight": args.unlabelled_weight})
                     trainer = Trainer(config, classes, labelled, run_dir, unlabelled,
                                       resume=True)
-                    trainer.run()
+                    trainer.run(print_progress(seed))
                 trained_s = time.perf_counter() - t
                 candidates = save_candidates(trainer, run_dir)
                 saved = trainer.card.history.get("saved_model")

@@ -141,6 +141,23 @@ def test_train_crop_defaults_to_the_machines(simulated, tmp_path, monkeypatch):
     assert config.default_crop("auto") == TrainConfig.crop == 96
 
 
+def test_train_steps_default_is_the_trainers(simulated, tmp_path, monkeypatch):
+    """Without ``--steps`` the CLI trains ``TrainConfig.steps`` (one default, which its help
+    states), as the Training dock starts from."""
+    from napari_semietpicker.cli import build_parser
+
+    steps_help = next(action.help for action in build_parser()._subparsers._group_actions[0]
+                      .choices["train"]._actions if "--steps" in action.option_strings)
+    assert f"default {TrainConfig.steps}:" in steps_help
+    monkeypatch.setattr(TrainConfig, "steps", 2)
+    tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))
+    assert main(["-q", "train", "--tomograms", tomograms[0], "--picks",
+                 str(simulated / "picks.csv"), "--out", str(tmp_path / "m"), "--preset",
+                 "tiny", "--crop", "64", "--device", "cpu", "--no-auto-thresholds"]) == 0
+    card = load_card(tmp_path / "m")
+    assert card.history["train_config"]["steps"] == card.history["steps_done"] == 2
+
+
 def test_train_average_last_reaches_the_trainer_and_must_be_a_share(simulated, tmp_path,
                                                                     capsys):
     tomograms = sorted(str(p) for p in (simulated / "tomograms").glob("*.mrc"))

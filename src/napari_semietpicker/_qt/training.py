@@ -119,9 +119,10 @@ class TrainingWidget(QWidget):
         self.preset_combo.setToolTip(
             "tiny: tests; light: CPU; medium: long CPU runs; paper: ResNet-34 (GPU)")
         form.addRow("Network", self.preset_combo)
-        self.burnin_spin = self._spin(1, 1_000_000, 2000, "supervised steps on the labels, "
-                                      "counted from the model's first step (continuing "
-                                      "trains up to the totals)")
+        self.burnin_spin = self._spin(1, 1_000_000, TrainConfig.steps,
+                                      "supervised steps on the labels, counted from the "
+                                      "model's first step (continuing trains up to the "
+                                      "totals)")
         form.addRow("Burn-in steps", self.burnin_spin)
         self.cotrain_spin = self._spin(0, 1_000_000, 0, "EMA teacher-student steps with the "
                                        "unlabelled tomograms after the burn-in (0: "

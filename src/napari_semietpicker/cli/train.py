@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--out", required=True, help="model directory")
     p.add_argument("--mode", choices=list(MODES), default="full",
                    help="semi-supervised parts to use when --unlabeled is given (ablation)")
-    p.add_argument("--steps", type=_int_at_least(1), default=4000,
+    p.add_argument("--steps", type=_int_at_least(1), default=None,
                    help="burn-in (supervised) steps (default 4000: on the czii-20A quality "
                         "benchmark 4000 beat 2000 in both seeds tried, README)")
     p.add_argument("--cotrain-steps", type=_int_at_least(0), default=2000,
@@ -126,7 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cotrain_steps and not unlabelled:
         log.warning("no --unlabeled tomograms: training supervised only")
     config = TrainConfig(
-        steps=args.steps, cotrain_steps=cotrain_steps, batch_size=args.batch_size,
+        steps=setting("steps", args.steps), cotrain_steps=cotrain_steps,
+        batch_size=args.batch_size,
         crop=args.crop or default_crop(args.device), preset=args.preset, seed=args.seed,
         device=args.device, checkpoint_every=args.checkpoint_every,
         multi_view=mode.get("multi_view", True), dropblock=mode.get("dropblock", True),
